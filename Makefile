@@ -1,0 +1,37 @@
+# Build, bundle, run and test the Calls server side.
+CARGO ?= cargo
+PLUGIN_ID := com.mattermost.calls
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+BUNDLE := dist/$(PLUGIN_ID)-$(VERSION).tar.gz
+DATA_DIR ?= data
+LISTEN ?= 127.0.0.1:8065
+
+.PHONY: build dist run test lint clean
+
+build:
+	$(CARGO) build --release --bins
+
+# The plugin bundle a host installs: plugin.json, the server executable and the
+# webapp bundle, under one top-level directory named after the plugin id.
+dist: build
+	rm -rf dist/stage && mkdir -p dist/stage/$(PLUGIN_ID)/server/dist dist/stage/$(PLUGIN_ID)/webapp/dist
+	sed 's/"version": "[^"]*"/"version": "$(VERSION)"/' plugin.json > dist/stage/$(PLUGIN_ID)/plugin.json
+	cp target/release/calls-plugin dist/stage/$(PLUGIN_ID)/server/dist/plugin-linux-amd64
+	cp webapp-stub/main.js dist/stage/$(PLUGIN_ID)/webapp/dist/main.js
+	tar -C dist/stage -czf $(BUNDLE) $(PLUGIN_ID)
+	rm -rf dist/stage
+	@echo "bundle: $(BUNDLE)"
+
+# Host + plugin on embedded SQLite, the plugin installed from its bundle.
+run: dist
+	./target/release/calls-host --listen $(LISTEN) --data-dir $(DATA_DIR) --plugin-bundle $(BUNDLE)
+
+test:
+	./scripts/test.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+clean:
+	rm -rf dist target

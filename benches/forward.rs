@@ -1,0 +1,57 @@
+//! Forwarding micro-benchmark: 1 publisher → N subscribers in one process, the SFU
+//! core in simulated time with real str0m peers as subscribers. Reports the SFU's own
+//! CPU time (receive + poll, single thread) per forwarded packet; the simulated
+//! clients' decryption is not counted.
+//!
+//!     cargo bench --bench forward            # N = 50, 200, 1000
+//!     cargo bench --bench forward -- 200     # one size
+
+use std::time::Duration;
+
+use mmcalls::sfu::sim::Net;
+
+fn run(n: usize) {
+    let mut net = Net::new();
+    net.keep_payloads = false;
+    let publisher = net.join("call", "publisher", "10.1.0.1:1000", true);
+    for i in 0..n {
+        let addr = format!("10.2.{}.{}:2000", i / 250, i % 250 + 1);
+        net.join("call", &format!("sub{i}"), &addr, false);
+    }
+    net.run(Duration::from_secs(3));
+    let connected = net.clients.iter().filter(|c| c.rtc.is_connected()).count();
+    assert_eq!(connected, n + 1, "not everyone connected");
+    net.sfu
+        .set_muted("publisher", false)
+        .expect("publisher exists");
+    let mut counter = 0;
+    // Warm-up: server offers, answers, first packets.
+    net.talk(publisher, Duration::from_secs(1), &mut counter);
+    let before: usize = net.clients.iter().map(|c| c.received_count).sum();
+    let sent_before = counter;
+    net.sfu_busy = Duration::ZERO;
+    net.talk(publisher, Duration::from_secs(5), &mut counter);
+    let forwarded = net.clients.iter().map(|c| c.received_count).sum::<usize>() - before;
+    let sent = counter - sent_before;
+    let per_packet_us = net.sfu_busy.as_secs_f64() * 1e6 / forwarded.max(1) as f64;
+    println!(
+        "subscribers={n:5} published={sent} forwarded={forwarded} delivered={:.1}% sfu_cpu={:.3}s per_forwarded_packet={per_packet_us:.2}us",
+        100.0 * forwarded as f64 / (sent as f64 * n as f64),
+        net.sfu_busy.as_secs_f64(),
+    );
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![50, 200, 1000]
+    } else {
+        sizes
+    };
+    for n in sizes {
+        run(n);
+    }
+}

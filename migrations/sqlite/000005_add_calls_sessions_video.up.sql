@@ -1,0 +1,1 @@
+ALTER TABLE calls_sessions ADD COLUMN video BOOLEAN DEFAULT FALSE;

@@ -1,0 +1,261 @@
+//! `calls-host`: a Mattermost-style host that installs and runs the Calls plugin.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Parser;
+use mmcalls::db::Db;
+use mmcalls::host::api::{insert_user, start_enabled_plugins, NewUserFields};
+use mmcalls::host::grpc::HostGrpc;
+use mmcalls::host::store::{Channel, HostStore, Team};
+use mmcalls::host::{default_config, license_for, HostCtx, CALLS_PLUGIN_ID};
+use mmcalls::ids::{new_id, now_ms};
+use mmcalls::proto::host_server::HostServer;
+use serde_json::json;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "calls-host",
+    version,
+    about = "A Mattermost-style host for the Calls plugin"
+)]
+struct Args {
+    /// Address of the HTTP API, websocket and web page.
+    #[arg(long, default_value = "127.0.0.1:8065", env = "CALLS_HOST_LISTEN")]
+    listen: SocketAddr,
+    /// Directory for the config, the plugins and the SQLite database.
+    #[arg(long, env = "CALLS_HOST_DATA_DIR")]
+    data_dir: PathBuf,
+    /// sqlite://PATH or postgres://... (default: SQLite file in the data dir).
+    #[arg(long, env = "CALLS_HOST_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Do not create the demo users, team and channels.
+    #[arg(long)]
+    no_demo: bool,
+    /// License SKU reported to plugins: none, professional, enterprise.
+    #[arg(long, default_value = "enterprise", env = "CALLS_HOST_LICENSE")]
+    license: String,
+    /// Install and enable this plugin bundle at start (.tar.gz).
+    #[arg(long)]
+    plugin_bundle: Option<PathBuf>,
+    /// Public URL of this server (default: http://<listen>).
+    #[arg(long)]
+    site_url: Option<String>,
+    /// Metrics server (as Mattermost's :8067): `/plugins/<id>/metrics` via the plugin's
+    /// ServeMetrics hook. Off unless given.
+    #[arg(long, env = "CALLS_HOST_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+}
+
+fn main() -> std::process::ExitCode {
+    mmcalls::logging::init();
+    let args = Args::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("calls-host: cannot start runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("calls-host: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    if ![
+        "none",
+        "starter",
+        "professional",
+        "enterprise",
+        "advanced",
+        "entry",
+    ]
+    .contains(&args.license.as_str())
+    {
+        return Err(format!(
+            "invalid --license {:?}: none, professional or enterprise",
+            args.license
+        )
+        .into());
+    }
+    std::fs::create_dir_all(&args.data_dir)?;
+    let data_dir = std::fs::canonicalize(&args.data_dir)?;
+    let database_url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", data_dir.join("calls.db").display()));
+    let db = Db::connect(&database_url, 10).await?;
+    let store = HostStore { db };
+    store.migrate().await?;
+    let site_url = args
+        .site_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", args.listen));
+    let config_path = data_dir.join("config.json");
+    let config = match std::fs::read(&config_path) {
+        Ok(b) => {
+            serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", config_path.display()))?
+        }
+        Err(_) => default_config(&site_url),
+    };
+    let diagnostic_id = match std::fs::read_to_string(data_dir.join("diagnostic_id")) {
+        Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
+        _ => {
+            let id = new_id();
+            std::fs::write(data_dir.join("diagnostic_id"), &id)?;
+            id
+        }
+    };
+    let host = Arc::new(HostCtx {
+        store,
+        database_url,
+        data_dir: data_dir.clone(),
+        config: parking_lot::RwLock::new(config),
+        license: license_for(&args.license),
+        hub: Default::default(),
+        plugins: Default::default(),
+        plugin_state: Default::default(),
+        grpc_addr: Default::default(),
+        site_url,
+        diagnostic_id,
+        kv_lock: Default::default(),
+    });
+    let initial = host.config.read().clone();
+    host.save_config(initial)?;
+
+    // The Host API for plugins, on loopback only.
+    let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    *host.grpc_addr.write() = format!("http://{}", grpc_listener.local_addr()?);
+    let grpc = tonic::transport::Server::builder()
+        .add_service(HostServer::new(HostGrpc(host.clone())).max_decoding_message_size(64 << 20))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(
+            grpc_listener,
+        ));
+    tokio::spawn(async move {
+        if let Err(e) = grpc.await {
+            tracing::error!(error = %e, "host gRPC server failed");
+        }
+    });
+
+    if !args.no_demo {
+        seed_demo(&host).await?;
+    }
+    if let Some(bundle) = &args.plugin_bundle {
+        let bytes = std::fs::read(bundle).map_err(|e| format!("{}: {e}", bundle.display()))?;
+        let dir = host.plugins_dir();
+        std::fs::create_dir_all(&dir)?;
+        let m = mmcalls::host::plugins::install_bundle(&dir, &bytes)?;
+        let mut cfg = host.config.read().clone();
+        cfg["PluginSettings"]["PluginStates"][&m.id] = json!({"Enable": true});
+        host.save_config(cfg)?;
+        tracing::info!(
+            plugin_id = m.id,
+            version = m.version,
+            "installed bundle {}",
+            bundle.display()
+        );
+    }
+    start_enabled_plugins(&host).await;
+
+    if let Some(addr) = args.metrics_listen {
+        let l = tokio::net::TcpListener::bind(addr).await?;
+        println!("calls-host metrics on http://{}", l.local_addr()?);
+        let router = mmcalls::host::api::metrics_router(host.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(l, router).await {
+                tracing::error!(error = %e, "metrics server failed");
+            }
+        });
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let local = listener.local_addr()?;
+    // Tests and scripts read this line to learn the port when --listen used port 0.
+    println!("calls-host listening on http://{local}");
+    let app = mmcalls::host::api::router(host.clone());
+    let shutdown = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+        tracing::info!("shutting down");
+    };
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
+    let ids: Vec<String> = host.plugins.lock().await.keys().cloned().collect();
+    for id in ids {
+        mmcalls::host::api::stop_plugin(&host, &id).await;
+    }
+    Ok(())
+}
+
+/// Admin, two users, a team and two channels; credentials are printed.
+async fn seed_demo(host: &mmcalls::host::Host) -> Result<(), Box<dyn std::error::Error>> {
+    if host.store.count_users().await? > 0 {
+        return Ok(());
+    }
+    let mut ids = Vec::new();
+    for (name, first, last) in [
+        ("admin", "Ada", "Admin"),
+        ("alice", "Alice", "Liddell"),
+        ("bob", "Bob", "Builder"),
+    ] {
+        let u = insert_user(
+            host,
+            NewUserFields {
+                username: name.into(),
+                email: format!("{name}@example.com"),
+                password: format!("{name}-password"),
+                first_name: first.into(),
+                last_name: last.into(),
+                nickname: String::new(),
+            },
+        )
+        .await
+        .map_err(|e| format!("seeding {name}: {e:?}"))?;
+        ids.push(u.id);
+    }
+    let team = Team {
+        id: new_id(),
+        name: "demo".into(),
+        display_name: "Demo".into(),
+        team_type: "O".into(),
+        create_at: now_ms(),
+        delete_at: 0,
+    };
+    host.store.create_team(&team).await?;
+    for (i, id) in ids.iter().enumerate() {
+        host.store.add_team_member(&team.id, id, i == 0).await?;
+    }
+    for (name, display) in [("town-square", "Town Square"), ("calls", "Calls")] {
+        let c = Channel {
+            id: new_id(),
+            team_id: team.id.clone(),
+            channel_type: "O".into(),
+            name: name.into(),
+            display_name: display.into(),
+            creator_id: ids[0].clone(),
+            create_at: now_ms(),
+            delete_at: 0,
+        };
+        host.store.create_channel(&c).await?;
+        for (i, id) in ids.iter().enumerate() {
+            host.store.add_channel_member(&c.id, id, i == 0).await?;
+        }
+    }
+    // Test mode stays on (as on a fresh server); the demo channel is enabled for all.
+    let _ = CALLS_PLUGIN_ID;
+    println!("demo users (username / password): admin / admin-password (system admin), alice / alice-password, bob / bob-password");
+    Ok(())
+}

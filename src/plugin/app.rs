@@ -1,0 +1,252 @@
+//! The plugin's shared state: configuration, store, host API, call locks, local
+//! websocket sessions, and the helpers every handler uses to load call state and
+//! publish events.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use serde_json::{json, Value};
+
+use super::config::Config;
+use super::host_api::{Broadcast, HostApi, HostError};
+use super::metrics::Metrics;
+use super::model::CallState;
+use super::mutex::{Guard, LockError, Mutexes, CALL_LOCK};
+use super::sessions::Sessions;
+use super::store::{Store, StoreError};
+use crate::proto;
+
+/// Errors of call operations. The `Display` text of the user-facing variants is the
+/// exact upstream message clients see (in `error` events and shape-A bodies).
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("forbidden")]
+    Forbidden,
+    #[error("no call ongoing")]
+    NoCallOngoing,
+    #[error("no permissions")]
+    NoPermissions,
+    #[error("requested session or user is not in the call")]
+    NotInCall,
+    #[error("{0}: not allowed")]
+    NotAllowed(&'static str),
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+}
+
+pub type Result<T> = std::result::Result<T, AppError>;
+
+pub fn refused(msg: impl Into<String>) -> AppError {
+    AppError::Refused(msg.into())
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LicenseInfo {
+    pub is_licensed: bool,
+    pub sku: String,
+    pub is_cloud: bool,
+}
+
+impl LicenseInfo {
+    pub fn sku_short_name(&self) -> &str {
+        if self.is_licensed && !self.sku.is_empty() {
+            &self.sku
+        } else {
+            "starter"
+        }
+    }
+    pub fn professional(&self) -> bool {
+        super::calls::sku_at_least_professional(self.is_licensed, &self.sku)
+    }
+    pub fn enterprise(&self) -> bool {
+        super::calls::sku_enterprise(self.is_licensed, &self.sku)
+    }
+}
+
+pub struct Inner {
+    pub host: HostApi,
+    pub store: Store,
+    pub metrics: Metrics,
+    pub config: RwLock<Arc<Config>>,
+    pub env_overrides: RwLock<Vec<(String, String)>>,
+    pub license: RwLock<LicenseInfo>,
+    pub server: proto::ServerInfo,
+    pub bot_id: String,
+    pub mutexes: Mutexes,
+    pub sessions: Sessions,
+    pub rate: parking_lot::Mutex<HashMap<String, TokenBucket>>,
+    pub version: &'static str,
+    pub bundle_path: String,
+    /// When set, group calls are allowed regardless of license (env `MM_CALLS_GROUP_CALLS_ALLOWED`).
+    pub group_calls_env: bool,
+    /// Set at deactivation; background loops stop on it.
+    pub stopped: std::sync::atomic::AtomicBool,
+    /// The integrated SFU (None in rtcd mode).
+    pub rtc: Option<crate::sfu::shell::RtcServer>,
+}
+
+#[derive(Clone)]
+pub struct App(pub Arc<Inner>);
+
+impl std::ops::Deref for App {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// Per-user token bucket (upstream: 1 req/s, burst 10).
+#[derive(Debug)]
+pub struct TokenBucket {
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl TokenBucket {
+    pub fn new(burst: f64) -> TokenBucket {
+        TokenBucket {
+            tokens: burst,
+            last: std::time::Instant::now(),
+        }
+    }
+    pub fn allow(&mut self, rate: f64, burst: f64) -> bool {
+        let now = std::time::Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * rate).min(burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl App {
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().clone()
+    }
+
+    pub fn license(&self) -> LicenseInfo {
+        self.license.read().clone()
+    }
+
+    pub fn group_calls_allowed(&self) -> bool {
+        self.group_calls_env || self.license().professional()
+    }
+
+    /// API rate limit: 1 request/s with a burst of 10 per user.
+    pub fn allow_api_request(&self, user_id: &str) -> bool {
+        let mut map = self.rate.lock();
+        map.entry(user_id.to_string())
+            .or_insert_with(|| TokenBucket::new(10.0))
+            .allow(1.0, 10.0)
+    }
+
+    pub async fn is_admin(&self, user_id: &str) -> Result<bool> {
+        Ok(self.host.has_permission(user_id, "manage_system").await?)
+    }
+
+    pub async fn can_read_channel(&self, user_id: &str, channel_id: &str) -> Result<bool> {
+        if user_id == self.bot_id {
+            return Ok(true);
+        }
+        Ok(self
+            .host
+            .has_channel_permission(user_id, channel_id, "read_channel")
+            .await?)
+    }
+
+    pub async fn lock_call(&self, channel_id: &str) -> Result<Guard> {
+        Ok(self
+            .mutexes
+            .lock(&format!("call_{channel_id}"), "mutex_call", CALL_LOCK)
+            .await?)
+    }
+
+    /// The active call of a channel with its sessions and jobs, from the database.
+    pub async fn load_state(&self, channel_id: &str) -> Result<Option<CallState>> {
+        let t = std::time::Instant::now();
+        let Some(call) = self.store.get_active_call_by_channel(channel_id).await? else {
+            return Ok(None);
+        };
+        let sessions = self.store.get_sessions(&call.id).await?;
+        let jobs = self.store.get_active_jobs(&call.id).await?;
+        self.metrics
+            .app_handlers_time
+            .with_label_values(&["getCallState"])
+            .observe(t.elapsed().as_secs_f64());
+        Ok(Some(CallState {
+            call,
+            sessions,
+            jobs,
+        }))
+    }
+
+    /// The active call, when `requester` is its host or a system admin (host controls).
+    pub async fn state_for_host_action(
+        &self,
+        channel_id: &str,
+        requester: &str,
+    ) -> Result<CallState> {
+        let state = self
+            .load_state(channel_id)
+            .await?
+            .ok_or(AppError::NoCallOngoing)?;
+        if state.call.host_id() != requester && !self.is_admin(requester).await? {
+            return Err(AppError::NoPermissions);
+        }
+        Ok(state)
+    }
+
+    /// Publishes an event; channel-scoped payloads get `channelID` injected and the bot
+    /// omitted, as upstream does.
+    pub async fn publish(&self, event: &str, mut data: Value, mut b: Broadcast) {
+        if !b.channel_id.is_empty() {
+            if let Value::Object(m) = &mut data {
+                m.insert("channelID".into(), Value::String(b.channel_id.clone()));
+            }
+            if !self.bot_id.is_empty() && b.user_id.is_empty() {
+                b.omit_users.push(self.bot_id.clone());
+            }
+        }
+        self.metrics.ws_event("out", event);
+        if let Err(e) = self.host.publish(event, &data, &b).await {
+            tracing::error!(event, error = %e, "failed to publish websocket event");
+        }
+    }
+
+    /// Channel + participants (CH+P): one publish per distinct participant user.
+    pub async fn publish_to_participants(&self, event: &str, data: Value, state: &CallState) {
+        let mut users: Vec<&str> = state
+            .sessions
+            .values()
+            .map(|s| s.user_id.as_str())
+            .filter(|u| *u != self.bot_id)
+            .collect();
+        users.sort_unstable();
+        users.dedup();
+        for u in users {
+            let b = Broadcast {
+                user_id: u.to_string(),
+                channel_id: state.call.channel_id.clone(),
+                reliable: true,
+                ..Default::default()
+            };
+            self.publish(event, data.clone(), b).await;
+        }
+    }
+
+    pub async fn publish_host_changed(&self, state: &CallState) {
+        let data = json!({"hostID": state.call.host_id(), "call_id": state.call.id});
+        self.publish_to_participants("call_host_changed", data, state)
+            .await;
+    }
+}
