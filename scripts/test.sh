@@ -16,6 +16,11 @@ if ! pg_isready -h 127.0.0.1 -p 5432 -t 30 -q; then
   exit 1
 fi
 
+# The browser tests' driver (playwright-core, pinned by package-lock.json).
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  (cd tests/browser && npm ci --no-audit --no-fund)
+fi
+
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 if cargo nextest --version >/dev/null 2>&1; then

@@ -68,7 +68,7 @@ pub async fn handle_queued(app: &App, s: &LocalSession, m: QueuedMessage) {
         "react" => react(app, s, &m.data).await,
         "screen_on" => screen_on(app, s, &m.data).await,
         "screen_off" => screen_off(app, s).await,
-        "video_on" | "video_off" => set_video(app, s, m.msg_type == "video_on").await,
+        "video_on" | "video_off" => set_video(app, s, m.msg_type == "video_on", &m.data).await,
         "metric" => metric(app, s, &m.data),
         "sdp" => super::media::sdp(app, s, &m.data).await,
         "ice" => super::media::ice(app, s, &m.data),
@@ -236,8 +236,18 @@ async fn screen_off(app: &App, s: &LocalSession) -> Result<()> {
     Ok(())
 }
 
-async fn set_video(app: &App, s: &LocalSession, on: bool) -> Result<()> {
+async fn set_video(app: &App, s: &LocalSession, on: bool, data: &[u8]) -> Result<()> {
     let id = s.original_conn_id.clone();
+    if on {
+        // `{"videoStreamID": ...}` as a JSON string; older clients send nothing.
+        let d: StringData = decode(data).unwrap_or_default();
+        let stream_id = serde_json::from_str::<Value>(&d.data)
+            .ok()
+            .and_then(|v| v.get("videoStreamID")?.as_str().map(str::to_string));
+        if stream_id.is_some() {
+            super::media::set_video_stream(app, &id, stream_id);
+        }
+    }
     let state = with_session(app, s, |st| {
         let now_s = now_ms() / 1000;
         if let Some(x) = st.sessions.get_mut(&id) {

@@ -256,6 +256,7 @@ async fn join(
         rtc.send(crate::sfu::shell::Command::AddSession {
             call_id: state.call.id.clone(),
             session_id: conn_id.to_string(),
+            dc_signaling: data.dc_signaling && app.config().EnableDCSignaling,
         });
     }
 

@@ -2,8 +2,6 @@
 //! `ice` in, server answers / offers out as `signal` events (reference
 //! client-protocol.md §4), peer-connection closure → session removal.
 
-use std::io::Read;
-
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -11,10 +9,8 @@ use super::app::{refused, App, Result};
 use super::host_api::Broadcast;
 use super::join::remove_session;
 use super::sessions::{LocalSession, Signal};
+use crate::sfu::datachannel::inflate_sdp;
 use crate::sfu::shell::{Command, Note};
-
-/// Largest inflated SDP accepted (upstream `sdpDataMaxSize`).
-pub const SDP_MAX: usize = 64 << 10;
 
 #[derive(Deserialize, Default)]
 struct SdpData {
@@ -35,17 +31,9 @@ struct SessionDescription {
     sdp: String,
 }
 
-/// zlib-inflates at most `SDP_MAX` bytes.
+/// zlib-inflates a session description, at most `SDP_MAX` bytes.
 fn inflate(bytes: &[u8]) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    flate2::read::ZlibDecoder::new(bytes)
-        .take(SDP_MAX as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| refused(format!("invalid sdp data: {e}")))?;
-    if out.len() > SDP_MAX {
-        return Err(refused("sdp data too large"));
-    }
-    Ok(out)
+    inflate_sdp(bytes).map_err(|e| refused(e.to_string()))
 }
 
 pub async fn sdp(app: &App, s: &LocalSession, data: &[u8]) -> Result<()> {
@@ -109,6 +97,15 @@ pub fn set_muted(app: &App, session_id: &str, muted: bool) {
     }
 }
 
+pub fn set_video_stream(app: &App, session_id: &str, stream_id: Option<String>) {
+    if let Some(rtc) = &app.rtc {
+        rtc.send(Command::VideoStream {
+            session_id: session_id.to_string(),
+            stream_id,
+        });
+    }
+}
+
 pub fn set_screen_stream(app: &App, session_id: &str, stream_id: Option<String>) {
     if let Some(rtc) = &app.rtc {
         rtc.send(Command::ScreenStream {
@@ -132,11 +129,39 @@ async fn send_signal(app: &App, session_id: &str, json: String) {
     .await;
 }
 
+/// `user_voice_on` / `user_voice_off` to the channel's participants (not reliable
+/// upstream: a lost one is corrected by the next).
+async fn voice(app: &App, session_id: &str, on: bool) {
+    let Some(local) = app.sessions.get_by_session_id(session_id) else {
+        return;
+    };
+    let state = match app.load_state(&local.channel_id).await {
+        Ok(Some(st)) => st,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(session_id, error = %e, "voice event dropped");
+            return;
+        }
+    };
+    let event = if on {
+        "user_voice_on"
+    } else {
+        "user_voice_off"
+    };
+    app.publish_to_participants(
+        event,
+        json!({"userID": local.user_id, "session_id": session_id}),
+        &state,
+    )
+    .await;
+}
+
 /// Handles what the SFU reports until the plugin stops.
 pub async fn handle_notes(app: App, mut notes: tokio::sync::mpsc::UnboundedReceiver<Note>) {
     while let Some(n) = notes.recv().await {
         match n {
             Note::Offer { session_id, json } => send_signal(&app, &session_id, json).await,
+            Note::Voice { session_id, on } => voice(&app, &session_id, on).await,
             Note::Closed { session_id } => {
                 // RTC closed: the session is over (upstream removes it from the call).
                 if let Some(local) = app.sessions.get_by_session_id(&session_id) {

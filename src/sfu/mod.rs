@@ -3,18 +3,23 @@
 //! is driven by `now`, so tests run in simulated time without sockets. The I/O shell
 //! (UDP/TCP on the RTC port) feeds datagrams in and sends `Output::Transmit` out.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rtc};
+use str0m::{Candidate, Input, Rtc};
 
+pub mod datachannel;
+mod peer;
 pub mod shell;
 #[doc(hidden)]
 pub mod sim;
+mod vad;
+
+use datachannel::DcMessage;
+use peer::{Cross, Inbound, OutTrack, Peer, PendingOffer, QueuedTrack};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SfuError {
@@ -45,9 +50,11 @@ pub enum Output {
         contents: Vec<u8>,
     },
     /// A server-initiated offer for the client, as a browser `RTCSessionDescription`
-    /// JSON string (`{"type":"offer","sdp":...}`).
+    /// JSON string (`{"type":"offer","sdp":...}`), for the websocket `signal` path.
     Offer { session_id: String, json: String },
-    /// The peer connection of this session failed or closed.
+    /// The session started or stopped talking (voice activity).
+    Voice { session_id: String, on: bool },
+    /// The peer connection of this session failed, closed or never came up.
     Closed { session_id: String },
 }
 
@@ -75,34 +82,20 @@ impl TrackType {
 pub struct SfuConfig {
     /// Local candidates offered to every participant (the shared RTC port(s)).
     pub host_candidates: Vec<(SocketAddr, Protocol)>,
+    /// A peer connection not up (ICE + DTLS) by then is closed.
+    pub connect_timeout: Duration,
+    /// A server offer not answered by then is withdrawn and retried.
+    pub offer_timeout: Duration,
 }
 
-struct Inbound {
-    kind: MediaKind,
-    track: TrackType,
-}
-
-/// A forwarded track waiting for a server offer.
-struct QueuedTrack {
-    source: String,
-    source_mid: Mid,
-    kind: MediaKind,
-    track: TrackType,
-}
-
-struct Peer {
-    call_id: String,
-    rtc: Rtc,
-    inbound: BTreeMap<Mid, Inbound>,
-    /// (source session, source mid) → our mid that carries it to this peer.
-    outbound: HashMap<(String, Mid), Mid>,
-    /// Our mid → (source session, source mid), to route keyframe requests back.
-    outbound_source: HashMap<Mid, (String, Mid)>,
-    queued: Vec<QueuedTrack>,
-    pending: Option<SdpPendingOffer>,
-    muted: bool,
-    screen_stream_id: Option<String>,
-    timeout: Option<Instant>,
+impl SfuConfig {
+    pub fn new(host_candidates: Vec<(SocketAddr, Protocol)>) -> SfuConfig {
+        SfuConfig {
+            host_candidates,
+            connect_timeout: Duration::from_secs(30),
+            offer_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 pub struct Sfu {
@@ -112,17 +105,9 @@ pub struct Sfu {
     /// Remote address → session, learned from accepted datagrams (saves scanning).
     routes: HashMap<SocketAddr, String>,
     /// Sessions with output to drain: they got input, forwarded media or an offer.
-    dirty: std::collections::HashSet<String>,
-}
-
-/// What one peer's `poll_output` produced that needs the other peers.
-// Boxing `MediaData` would cost an allocation per forwarded packet; these values only
-// live in one short Vec per poll.
-#[allow(clippy::large_enum_variant)]
-enum Cross {
-    Media(String, str0m::media::MediaData),
-    Keyframe(String, Mid, KeyframeRequestKind),
-    Added(String, Mid, MediaKind),
+    dirty: HashSet<String>,
+    /// Voice activity changes to report at the next poll.
+    voice: Vec<(String, bool)>,
 }
 
 impl Sfu {
@@ -132,7 +117,8 @@ impl Sfu {
             peers: HashMap::new(),
             calls: HashMap::new(),
             routes: HashMap::new(),
-            dirty: Default::default(),
+            dirty: HashSet::new(),
+            voice: Vec::new(),
         }
     }
 
@@ -173,35 +159,32 @@ impl Sfu {
                 Err(e) => tracing::warn!(%addr, error = %e, "unusable host candidate"),
             }
         }
-        let mut peer = Peer {
-            call_id: call_id.to_string(),
-            rtc,
-            inbound: BTreeMap::new(),
-            outbound: HashMap::new(),
-            outbound_source: HashMap::new(),
-            queued: Vec::new(),
-            pending: None,
-            muted: true,
-            screen_stream_id: None,
-            timeout: None,
-        };
+        let mut peer = Peer::new(call_id, rtc, now);
         // Everything already published in the call goes to the newcomer.
         let members = self.calls.entry(call_id.to_string()).or_default();
         for other in members.iter() {
             if let Some(p) = self.peers.get(other) {
                 for (mid, inb) in &p.inbound {
-                    peer.queued.push(QueuedTrack {
-                        source: other.clone(),
-                        source_mid: *mid,
-                        kind: inb.kind,
-                        track: inb.track,
-                    });
+                    if let Some(track) = inb.track {
+                        peer.queued.push(QueuedTrack {
+                            source: other.clone(),
+                            source_mid: *mid,
+                            kind: inb.kind,
+                            track,
+                        });
+                    }
                 }
             }
         }
         members.push(session_id.to_string());
         self.peers.insert(session_id.to_string(), peer);
         self.dirty.insert(session_id.to_string());
+        Ok(())
+    }
+
+    /// The client announced `dcSignaling` in its join: our SDP goes over the DC.
+    pub fn set_dc_signaling(&mut self, session_id: &str, on: bool) -> Result<(), SfuError> {
+        self.peer(session_id)?.dc_signaling = on;
         Ok(())
     }
 
@@ -218,11 +201,10 @@ impl Sfu {
                 self.calls.remove(&peer.call_id);
             }
         }
-        // Forwarded tracks of the leaver are dropped from the others' routing.
-        for p in self.peers.values_mut() {
-            p.outbound.retain(|(src, _), _| src != session_id);
-            p.outbound_source.retain(|_, (src, _)| src != session_id);
-            p.queued.retain(|q| q.source != session_id);
+        // The leaver's tracks end for everybody else (a server offer each).
+        let mids: Vec<Mid> = peer.inbound.keys().copied().collect();
+        for mid in mids {
+            self.unpublish(session_id, mid);
         }
     }
 
@@ -238,22 +220,13 @@ impl Sfu {
 
     /// A client offer (SDP text); returns our answer's SDP text.
     pub fn handle_offer(&mut self, session_id: &str, sdp: &str) -> Result<String, SfuError> {
-        let peer = self.peer(session_id)?;
-        if peer.pending.is_some() {
-            // We are impolite (as rtcd): the client rolls back and answers ours.
-            return Err(SfuError::Glare);
-        }
-        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::Sdp(e.to_string()))?;
-        let answer = peer.rtc.sdp_api().accept_offer(offer)?;
-        Ok(answer.to_sdp_string())
+        self.peer(session_id)?.accept_offer(sdp)
     }
 
     /// The client's answer to our last offer.
     pub fn handle_answer(&mut self, session_id: &str, sdp: &str) -> Result<(), SfuError> {
-        let peer = self.peer(session_id)?;
-        let pending = peer.pending.take().ok_or(SfuError::NoPendingOffer)?;
-        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::Sdp(e.to_string()))?;
-        peer.rtc.sdp_api().accept_answer(pending, answer)?;
+        let added = self.peer(session_id)?.accept_answer(sdp)?;
+        self.request_keyframes(session_id, &added);
         Ok(())
     }
 
@@ -267,18 +240,136 @@ impl Sfu {
     }
 
     pub fn set_muted(&mut self, session_id: &str, muted: bool) -> Result<(), SfuError> {
-        self.peer(session_id)?.muted = muted;
+        let peer = self.peer(session_id)?;
+        peer.muted = muted;
+        if muted {
+            let mut ended = false;
+            for inb in peer.inbound.values_mut() {
+                ended |= inb.vad.reset().is_some();
+            }
+            if ended {
+                self.voice.push((session_id.to_string(), false));
+            }
+        }
         Ok(())
     }
 
-    /// Announces the stream id of the session's screen share (from `screen_on`).
+    /// Announces the stream id of the session's screen share (`screen_on`), or its
+    /// end (`screen_off`: the screen tracks end for every receiver).
     pub fn set_screen_stream(
         &mut self,
         session_id: &str,
         stream_id: Option<String>,
     ) -> Result<(), SfuError> {
-        self.peer(session_id)?.screen_stream_id = stream_id;
+        let peer = self.peer(session_id)?;
+        peer.screen_stream_id = stream_id.clone();
+        if stream_id.is_none() {
+            let gone: Vec<Mid> = peer
+                .inbound
+                .iter()
+                .filter(|(_, i)| {
+                    matches!(i.track, Some(TrackType::Screen | TrackType::ScreenAudio))
+                })
+                .map(|(m, _)| *m)
+                .collect();
+            for mid in gone {
+                self.unpublish(session_id, mid);
+                if let Some(p) = self.peers.get_mut(session_id) {
+                    p.inbound.remove(&mid);
+                }
+            }
+        }
+        self.reclassify(session_id);
         Ok(())
+    }
+
+    /// Announces the stream id of the session's camera (`video_on`).
+    pub fn set_video_stream(
+        &mut self,
+        session_id: &str,
+        stream_id: Option<String>,
+    ) -> Result<(), SfuError> {
+        self.peer(session_id)?.video_stream_id = stream_id;
+        self.reclassify(session_id);
+        Ok(())
+    }
+
+    /// Video that arrived before its stream was announced starts being forwarded.
+    fn reclassify(&mut self, session_id: &str) {
+        let Some(peer) = self.peers.get_mut(session_id) else {
+            return;
+        };
+        let mut newly = Vec::new();
+        for (mid, kind) in peer
+            .inbound
+            .iter()
+            .filter(|(_, i)| i.track.is_none())
+            .map(|(m, i)| (*m, i.kind))
+            .collect::<Vec<_>>()
+        {
+            if let (Some(track), _) = peer.classify(mid, kind) {
+                if let Some(i) = peer.inbound.get_mut(&mid) {
+                    i.track = Some(track);
+                }
+                newly.push((mid, kind, track));
+            }
+        }
+        for (mid, kind, track) in newly {
+            self.publish(session_id, mid, kind, track);
+        }
+    }
+
+    /// Queues a publisher's track for every other participant of its call.
+    fn publish(&mut self, src: &str, mid: Mid, kind: MediaKind, track: TrackType) {
+        let Some(call) = self.peers.get(src).map(|p| p.call_id.clone()) else {
+            return;
+        };
+        for other in self.calls.get(&call).into_iter().flatten() {
+            if other == src {
+                continue;
+            }
+            if let Some(p) = self.peers.get_mut(other) {
+                p.queued.push(QueuedTrack {
+                    source: src.to_string(),
+                    source_mid: mid,
+                    kind,
+                    track,
+                });
+            }
+        }
+    }
+
+    /// Ends a publisher's track for every receiver (made inactive in their next offer).
+    fn unpublish(&mut self, src: &str, mid: Mid) {
+        for p in self.peers.values_mut() {
+            p.queued
+                .retain(|q| !(q.source == src && q.source_mid == mid));
+            if let Some(local) = p.outbound.remove(&(src.to_string(), mid)) {
+                p.outbound_source.remove(&local);
+                p.removing.push(local);
+            }
+        }
+    }
+
+    /// New subscribers of video need a keyframe to start decoding.
+    fn request_keyframes(&mut self, session_id: &str, mids: &[Mid]) {
+        let Some(p) = self.peers.get(session_id) else {
+            return;
+        };
+        let sources: Vec<(String, Mid)> = mids
+            .iter()
+            .filter_map(|m| p.outbound_source.get(m))
+            .filter(|o| matches!(o.track, TrackType::Screen | TrackType::Video))
+            .map(|o| (o.source.clone(), o.source_mid))
+            .collect();
+        for (src, src_mid) in sources {
+            if let Some(s) = self.peers.get_mut(&src) {
+                if let Some(mut w) = s.rtc.writer(src_mid) {
+                    let _ = w.request_keyframe(None, KeyframeRequestKind::Pli);
+                }
+                self.dirty.insert(src);
+            }
+        }
     }
 
     /// A datagram (or TCP frame) arrived; false when no session claims it.
@@ -330,6 +421,7 @@ impl Sfu {
 
     /// Drives every session up to `now`; returns when to call again at the latest.
     pub fn poll(&mut self, now: Instant, out: &mut Vec<Output>) -> Instant {
+        let mut closed = Vec::new();
         for (sid, peer) in self.peers.iter_mut() {
             if peer.timeout.is_none_or(|t| t <= now) {
                 if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
@@ -338,8 +430,28 @@ impl Sfu {
                 peer.timeout = None;
                 self.dirty.insert(sid.clone());
             }
+            if !peer.rtc.is_connected() && now >= peer.created + self.config.connect_timeout {
+                tracing::warn!(
+                    session_id = sid,
+                    "peer connection not established in time (ICE/DTLS), closing it"
+                );
+                closed.push(sid.clone());
+            }
+            if peer
+                .pending
+                .as_ref()
+                .is_some_and(|p| now >= p.since + self.config.offer_timeout)
+            {
+                tracing::warn!(session_id = sid, "server offer not answered, retrying");
+                withdraw_offer(peer);
+                self.dirty.insert(sid.clone());
+            }
+            for inb in peer.inbound.values_mut() {
+                if let Some(on) = inb.vad.tick(now) {
+                    self.voice.push((sid.clone(), on));
+                }
+            }
         }
-        let mut closed = Vec::new();
         // Forwarding makes subscribers dirty, which may produce more events: repeat
         // until quiet (bounded, the rest waits for the next poll).
         for _ in 0..4 {
@@ -349,19 +461,26 @@ impl Sfu {
             let mut cross = Vec::new();
             for sid in std::mem::take(&mut self.dirty) {
                 if let Some(peer) = self.peers.get_mut(&sid) {
-                    drain(&sid, peer, out, &mut cross, &mut closed);
+                    if !peer.drain(&sid, now, out, &mut cross) {
+                        closed.push(sid);
+                    }
                 }
             }
-            self.route(cross);
-            self.send_offers(out);
+            self.route(now, cross);
+            self.send_offers(now, out);
         }
+        for (session_id, on) in self.voice.drain(..) {
+            out.push(Output::Voice { session_id, on });
+        }
+        closed.sort();
+        closed.dedup();
         for sid in closed {
             out.push(Output::Closed {
                 session_id: sid.clone(),
             });
             self.remove_session(&sid);
         }
-        let mut next = now + std::time::Duration::from_millis(100);
+        let mut next = now + Duration::from_millis(100);
         for peer in self.peers.values() {
             if let Some(t) = peer.timeout {
                 next = next.min(t);
@@ -370,94 +489,122 @@ impl Sfu {
         next.max(now)
     }
 
-    fn route(&mut self, cross: Vec<Cross>) {
+    fn route(&mut self, now: Instant, cross: Vec<Cross>) {
         for c in cross {
             match c {
                 Cross::Added(src, mid, kind) => {
                     let Some(peer) = self.peers.get_mut(&src) else {
                         continue;
                     };
-                    let track = match kind {
-                        MediaKind::Audio => TrackType::Voice,
-                        MediaKind::Video => TrackType::Screen,
-                    };
-                    peer.inbound.insert(mid, Inbound { kind, track });
-                    let call = peer.call_id.clone();
-                    for other in self.calls.get(&call).into_iter().flatten() {
-                        if *other == src {
-                            continue;
-                        }
-                        if let Some(p) = self.peers.get_mut(other) {
-                            p.queued.push(QueuedTrack {
-                                source: src.clone(),
-                                source_mid: mid,
-                                kind,
-                                track,
-                            });
-                        }
+                    let (track, stream_id) = peer.classify(mid, kind);
+                    if track.is_none() {
+                        tracing::debug!(session_id = src, %mid, stream_id, "video of an unannounced stream held back");
+                    }
+                    peer.inbound.insert(
+                        mid,
+                        Inbound {
+                            kind,
+                            track,
+                            vad: Default::default(),
+                        },
+                    );
+                    if let Some(track) = track {
+                        self.publish(&src, mid, kind, track);
                     }
                 }
-                Cross::Media(src, data) => {
-                    let Some(sender) = self.peers.get(&src) else {
-                        continue;
-                    };
-                    let is_voice = sender
-                        .inbound
-                        .get(&data.mid)
-                        .is_some_and(|i| i.track == TrackType::Voice);
-                    if is_voice && sender.muted {
-                        continue;
-                    }
-                    let call = sender.call_id.clone();
-                    for other in self.calls.get(&call).into_iter().flatten() {
-                        if *other == src {
-                            continue;
-                        }
-                        let Some(p) = self.peers.get_mut(other) else {
-                            continue;
-                        };
-                        let Some(&local) = p.outbound.get(&(src.clone(), data.mid)) else {
-                            continue;
-                        };
-                        let Some(w) = p.rtc.writer(local) else {
-                            continue;
-                        };
-                        let Some(pt) = w.match_params(data.params) else {
-                            continue;
-                        };
-                        if let Err(e) = w.write(pt, data.network_time, data.time, data.data.clone())
-                        {
-                            tracing::debug!(session_id = other, error = %e, "forward write failed");
-                        }
+                Cross::Stopped(src, mid) => {
+                    self.unpublish(&src, mid);
+                    if let Some(p) = self.peers.get_mut(&src) {
+                        p.inbound.remove(&mid);
                     }
                 }
+                Cross::Answered(sid, mids) => self.request_keyframes(&sid, &mids),
+                Cross::Media(src, data) => self.forward(now, &src, data),
                 Cross::Keyframe(dst, local, kind) => {
                     let Some(p) = self.peers.get(&dst) else {
                         continue;
                     };
-                    let Some((src, src_mid)) = p.outbound_source.get(&local).cloned() else {
+                    let Some(o) = p.outbound_source.get(&local).cloned() else {
                         continue;
                     };
-                    if let Some(s) = self.peers.get_mut(&src) {
-                        if let Some(mut w) = s.rtc.writer(src_mid) {
+                    if let Some(s) = self.peers.get_mut(&o.source) {
+                        if let Some(mut w) = s.rtc.writer(o.source_mid) {
                             let _ = w.request_keyframe(None, kind);
                         }
-                        self.dirty.insert(src.clone());
+                        self.dirty.insert(o.source);
                     }
                 }
             }
         }
     }
 
-    /// One server offer at a time per session, for the tracks queued for it.
-    fn send_offers(&mut self, out: &mut Vec<Output>) {
-        for (sid, peer) in self.peers.iter_mut() {
-            if peer.pending.is_some() || peer.queued.is_empty() || !peer.rtc.is_connected() {
+    /// One publisher's frame to every subscriber of it in the same call.
+    fn forward(&mut self, now: Instant, src: &str, data: str0m::media::MediaData) {
+        let Some(sender) = self.peers.get_mut(src) else {
+            return;
+        };
+        let muted = sender.muted;
+        let Some(inb) = sender.inbound.get_mut(&data.mid) else {
+            return;
+        };
+        let Some(track) = inb.track else {
+            return;
+        };
+        if track == TrackType::Voice {
+            if muted {
+                return;
+            }
+            if let Some(on) = inb.vad.frame(now, data.ext_vals.audio_level) {
+                self.voice.push((src.to_string(), on));
+            }
+        }
+        let call = sender.call_id.clone();
+        let key = (src.to_string(), data.mid);
+        for other in self.calls.get(&call).into_iter().flatten() {
+            if other == src {
                 continue;
             }
+            let Some(p) = self.peers.get_mut(other) else {
+                continue;
+            };
+            let Some(&local) = p.outbound.get(&key) else {
+                continue;
+            };
+            let Some(w) = p.rtc.writer(local) else {
+                continue;
+            };
+            let Some(pt) = w.match_params(data.params) else {
+                continue;
+            };
+            let w = match data.ext_vals.audio_level {
+                Some(level) => w.audio_level(level, data.ext_vals.voice_activity.unwrap_or(false)),
+                None => w,
+            };
+            if let Err(e) = w.write(pt, data.network_time, data.time, data.data.clone()) {
+                tracing::debug!(session_id = other, error = %e, "forward write failed");
+            }
+            self.dirty.insert(other.clone());
+        }
+    }
+
+    /// One server offer at a time per session, for the tracks queued for it or ended,
+    /// after the data channel is up (as rtcd) and never while the client holds the
+    /// signaling lock. MediaMap goes first so the client can classify the tracks.
+    fn send_offers(&mut self, now: Instant, out: &mut Vec<Output>) {
+        for (sid, peer) in self.peers.iter_mut() {
+            if peer.pending.is_some()
+                || (peer.queued.is_empty() && peer.removing.is_empty())
+                || !peer.rtc.is_connected()
+                || peer.dc.is_none()
+                || peer.client_locked(now)
+            {
+                continue;
+            }
+            let queued = std::mem::take(&mut peer.queued);
+            let removed = std::mem::take(&mut peer.removing);
             let mut api = peer.rtc.sdp_api();
             let mut added = Vec::new();
-            for q in peer.queued.drain(..) {
+            for q in queued {
                 let track_id = format!("{}_{}_{}", q.track.prefix(), q.source, random_suffix());
                 let mid = api.add_media(
                     q.kind,
@@ -466,68 +613,67 @@ impl Sfu {
                     Some(track_id),
                     None,
                 );
-                added.push((mid, q.source, q.source_mid));
+                added.push((mid, q));
+            }
+            for mid in &removed {
+                api.set_direction(*mid, Direction::Inactive);
             }
             let Some((offer, pending)) = api.apply() else {
                 continue;
             };
-            for (mid, src, src_mid) in added {
-                peer.outbound.insert((src.clone(), src_mid), mid);
-                peer.outbound_source.insert(mid, (src, src_mid));
+            for (mid, q) in &added {
+                peer.outbound.insert((q.source.clone(), q.source_mid), *mid);
+                peer.outbound_source.insert(
+                    *mid,
+                    OutTrack {
+                        source: q.source.clone(),
+                        source_mid: q.source_mid,
+                        track: q.track,
+                    },
+                );
             }
-            peer.pending = Some(pending);
+            let map = peer
+                .outbound_source
+                .iter()
+                .map(|(mid, o)| {
+                    (
+                        mid.to_string(),
+                        o.track.prefix().to_string(),
+                        o.source.clone(),
+                    )
+                })
+                .collect();
+            peer.dc_send(&DcMessage::MediaMap(map));
+            peer.pending = Some(PendingOffer {
+                offer: pending,
+                since: now,
+                added,
+                removed,
+            });
             self.dirty.insert(sid.clone());
             let json =
                 serde_json::json!({"type": "offer", "sdp": offer.to_sdp_string()}).to_string();
-            out.push(Output::Offer {
-                session_id: sid.clone(),
-                json,
-            });
+            if !(peer.dc_signaling && peer.dc_send_sdp(&json)) {
+                out.push(Output::Offer {
+                    session_id: sid.clone(),
+                    json,
+                });
+            }
         }
     }
 }
 
-fn drain(
-    sid: &str,
-    peer: &mut Peer,
-    out: &mut Vec<Output>,
-    cross: &mut Vec<Cross>,
-    closed: &mut Vec<String>,
-) {
-    loop {
-        match peer.rtc.poll_output() {
-            Ok(RtcOutput::Timeout(t)) => {
-                peer.timeout = Some(t);
-                return;
-            }
-            Ok(RtcOutput::Transmit(t)) => out.push(Output::Transmit {
-                proto: t.proto,
-                source: t.source,
-                destination: t.destination,
-                contents: t.contents.to_vec(),
-            }),
-            Ok(RtcOutput::Event(e)) => match e {
-                Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                    closed.push(sid.to_string());
-                }
-                Event::MediaAdded(m)
-                    if matches!(m.direction, Direction::RecvOnly | Direction::SendRecv) =>
-                {
-                    cross.push(Cross::Added(sid.to_string(), m.mid, m.kind));
-                }
-                Event::MediaData(d) => cross.push(Cross::Media(sid.to_string(), d)),
-                Event::KeyframeRequest(r) => {
-                    cross.push(Cross::Keyframe(sid.to_string(), r.mid, r.kind))
-                }
-                _ => {}
-            },
-            Err(e) => {
-                tracing::warn!(session_id = sid, error = %e, "rtc failed");
-                closed.push(sid.to_string());
-                return;
-            }
-        }
+/// Drops an unanswered offer and queues its changes again for the next one.
+fn withdraw_offer(peer: &mut Peer) {
+    let Some(p) = peer.pending.take() else {
+        return;
+    };
+    for (mid, q) in p.added {
+        peer.outbound.remove(&(q.source.clone(), q.source_mid));
+        peer.outbound_source.remove(&mid);
+        peer.queued.push(q);
     }
+    peer.removing.extend(p.removed);
 }
 
 fn random_suffix() -> String {

@@ -18,6 +18,8 @@ pub enum Command {
     AddSession {
         call_id: String,
         session_id: String,
+        /// The client announced `dcSignaling`: server SDP goes over the data channel.
+        dc_signaling: bool,
     },
     RemoveSession {
         session_id: String,
@@ -43,6 +45,10 @@ pub enum Command {
         session_id: String,
         stream_id: Option<String>,
     },
+    VideoStream {
+        session_id: String,
+        stream_id: Option<String>,
+    },
 }
 
 /// What the shell tells the signaling side.
@@ -50,6 +56,8 @@ pub enum Command {
 pub enum Note {
     /// A server offer to deliver to the client as a `signal`.
     Offer { session_id: String, json: String },
+    /// Voice activity of the session started (`on`) or stopped.
+    Voice { session_id: String, on: bool },
     /// The session's peer connection is gone.
     Closed { session_id: String },
 }
@@ -85,9 +93,7 @@ impl RtcServer {
         let advertised =
             SocketAddr::new(advertised_ip, advertised_port.unwrap_or(local_addr.port()));
         let (tx, rx) = mpsc::unbounded_channel();
-        let sfu = Sfu::new(SfuConfig {
-            host_candidates: vec![(advertised, Protocol::Udp)],
-        });
+        let sfu = Sfu::new(SfuConfig::new(vec![(advertised, Protocol::Udp)]));
         tokio::spawn(run(sfu, socket, advertised, rx, notes));
         tracing::info!(%local_addr, %advertised, "rtc server listening (udp)");
         Ok(RtcServer {
@@ -156,6 +162,9 @@ async fn run(
                 Output::Offer { session_id, json } => {
                     let _ = notes.send(Note::Offer { session_id, json });
                 }
+                Output::Voice { session_id, on } => {
+                    let _ = notes.send(Note::Voice { session_id, on });
+                }
                 Output::Closed { session_id } => {
                     let _ = notes.send(Note::Closed { session_id });
                 }
@@ -169,7 +178,10 @@ fn apply(sfu: &mut Sfu, cmd: Command) {
         Command::AddSession {
             call_id,
             session_id,
-        } => sfu.add_session(Instant::now(), &call_id, &session_id),
+            dc_signaling,
+        } => sfu
+            .add_session(Instant::now(), &call_id, &session_id)
+            .and_then(|()| sfu.set_dc_signaling(&session_id, dc_signaling)),
         Command::RemoveSession { session_id } => {
             sfu.remove_session(&session_id);
             Ok(())
@@ -192,6 +204,10 @@ fn apply(sfu: &mut Sfu, cmd: Command) {
             session_id,
             stream_id,
         } => sfu.set_screen_stream(&session_id, stream_id),
+        Command::VideoStream {
+            session_id,
+            stream_id,
+        } => sfu.set_video_stream(&session_id, stream_id),
     };
     if let Err(e) = res {
         tracing::warn!(error = %e, "rtc command failed");

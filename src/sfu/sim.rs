@@ -43,9 +43,10 @@ impl Default for Net {
 impl Net {
     pub fn new() -> Net {
         let now = Instant::now();
-        let sfu = Sfu::new(SfuConfig {
-            host_candidates: vec![(SFU_ADDR.parse().unwrap(), Protocol::Udp)],
-        });
+        let sfu = Sfu::new(SfuConfig::new(vec![(
+            SFU_ADDR.parse().unwrap(),
+            Protocol::Udp,
+        )]));
         Net {
             now,
             sfu,
@@ -158,7 +159,7 @@ impl Net {
                         .handle_answer(&session_id, &answer.to_sdp_string())
                         .unwrap();
                 }
-                Output::Closed { .. } => {}
+                Output::Closed { .. } | Output::Voice { .. } => {}
             }
         }
         let sfu_addr: SocketAddr = SFU_ADDR.parse().unwrap();

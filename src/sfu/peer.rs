@@ -1,0 +1,326 @@
+//! One participant's peer connection inside the SFU: its str0m `Rtc`, what it
+//! publishes and receives, and its data channel (ping, SDP, lock, MediaMap). Knows
+//! nothing of other peers: what concerns them leaves as a [`Cross`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::ChannelId;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use str0m::{Event, IceConnectionState, Output as RtcOutput, Rtc};
+
+use super::datachannel::{deflate_sdp, inflate_sdp, DcMessage};
+use super::vad::Vad;
+use super::{Output, SfuError, TrackType};
+
+/// How long a client may hold the signaling lock without releasing it.
+pub const CLIENT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(super) struct Inbound {
+    pub kind: MediaKind,
+    /// None until the stream is announced (`screen_on` / `video_on`); unannounced
+    /// video is not forwarded (as upstream).
+    pub track: Option<TrackType>,
+    pub vad: Vad,
+}
+
+/// A forwarded track waiting for a server offer.
+#[derive(Clone)]
+pub(super) struct QueuedTrack {
+    pub source: String,
+    pub source_mid: Mid,
+    pub kind: MediaKind,
+    pub track: TrackType,
+}
+
+/// What one of our send-only mids carries.
+#[derive(Clone)]
+pub(super) struct OutTrack {
+    pub source: String,
+    pub source_mid: Mid,
+    pub track: TrackType,
+}
+
+/// Our offer in flight, with what it changes, to undo if it is never answered.
+pub(super) struct PendingOffer {
+    pub offer: SdpPendingOffer,
+    pub since: Instant,
+    pub added: Vec<(Mid, QueuedTrack)>,
+    pub removed: Vec<Mid>,
+}
+
+pub(super) struct Peer {
+    pub call_id: String,
+    pub rtc: Rtc,
+    pub inbound: BTreeMap<Mid, Inbound>,
+    /// (source session, source mid) → our mid that carries it to this peer.
+    pub outbound: HashMap<(String, Mid), Mid>,
+    /// Our mid → what it carries, to route keyframe requests back and for MediaMap.
+    pub outbound_source: HashMap<Mid, OutTrack>,
+    pub queued: Vec<QueuedTrack>,
+    /// Our mids whose source is gone: made inactive in the next offer.
+    pub removing: Vec<Mid>,
+    pub pending: Option<PendingOffer>,
+    pub muted: bool,
+    pub screen_stream_id: Option<String>,
+    pub video_stream_id: Option<String>,
+    pub timeout: Option<Instant>,
+    pub dc: Option<ChannelId>,
+    /// The client announced `dcSignaling`: our SDP goes over the data channel.
+    pub dc_signaling: bool,
+    pub client_lock_until: Option<Instant>,
+    pub created: Instant,
+}
+
+/// What one peer's output needs from the others.
+// Boxing `MediaData` would cost an allocation per forwarded packet; these values only
+// live in one short Vec per poll.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Cross {
+    Media(String, str0m::media::MediaData),
+    Keyframe(String, Mid, KeyframeRequestKind),
+    /// A receiving m-line appeared (or came back) on the publisher's side.
+    Added(String, Mid, MediaKind),
+    /// The publisher stopped sending on this m-line.
+    Stopped(String, Mid),
+    /// The client answered our offer: new subscriptions need a keyframe.
+    Answered(String, Vec<Mid>),
+}
+
+impl Peer {
+    pub fn new(call_id: &str, rtc: Rtc, now: Instant) -> Peer {
+        Peer {
+            call_id: call_id.to_string(),
+            rtc,
+            inbound: BTreeMap::new(),
+            outbound: HashMap::new(),
+            outbound_source: HashMap::new(),
+            queued: Vec::new(),
+            removing: Vec::new(),
+            pending: None,
+            muted: true,
+            screen_stream_id: None,
+            video_stream_id: None,
+            timeout: None,
+            dc: None,
+            dc_signaling: false,
+            client_lock_until: None,
+            created: now,
+        }
+    }
+
+    pub fn client_locked(&self, now: Instant) -> bool {
+        self.client_lock_until.is_some_and(|t| t > now)
+    }
+
+    /// A client offer; our answer's SDP text.
+    pub fn accept_offer(&mut self, sdp: &str) -> Result<String, SfuError> {
+        if self.pending.is_some() {
+            // We are impolite (as rtcd): the client rolls back and answers ours.
+            return Err(SfuError::Glare);
+        }
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::Sdp(e.to_string()))?;
+        let answer = self.rtc.sdp_api().accept_offer(offer)?;
+        Ok(answer.to_sdp_string())
+    }
+
+    /// The client's answer to our offer; returns the mids it added.
+    pub fn accept_answer(&mut self, sdp: &str) -> Result<Vec<Mid>, SfuError> {
+        let pending = self.pending.take().ok_or(SfuError::NoPendingOffer)?;
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::Sdp(e.to_string()))?;
+        self.rtc.sdp_api().accept_answer(pending.offer, answer)?;
+        Ok(pending.added.into_iter().map(|(m, _)| m).collect())
+    }
+
+    /// The track type of a receiving m-line, from its msid stream id.
+    pub fn classify(&self, mid: Mid, kind: MediaKind) -> (Option<TrackType>, String) {
+        let stream = self
+            .rtc
+            .media(mid)
+            .map(|m| m.stream_id().to_string())
+            .unwrap_or_default();
+        let is = |s: &Option<String>| s.as_deref() == Some(stream.as_str()) && !stream.is_empty();
+        let track = match kind {
+            MediaKind::Audio if is(&self.screen_stream_id) => Some(TrackType::ScreenAudio),
+            MediaKind::Audio => Some(TrackType::Voice),
+            MediaKind::Video if is(&self.screen_stream_id) => Some(TrackType::Screen),
+            MediaKind::Video if is(&self.video_stream_id) => Some(TrackType::Video),
+            MediaKind::Video => None,
+        };
+        (track, stream)
+    }
+
+    /// Writes a message on the data channel, if it is open.
+    pub fn dc_send(&mut self, msg: &DcMessage) -> bool {
+        let Some(id) = self.dc else { return false };
+        match self.rtc.channel(id) {
+            Some(mut ch) => ch.write(true, &msg.encode()).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Sends a session description JSON over the data channel (`dcSignaling`).
+    pub fn dc_send_sdp(&mut self, json: &str) -> bool {
+        self.dc_send(&DcMessage::Sdp(deflate_sdp(json)))
+    }
+
+    fn on_dc_text(&mut self, sid: &str, data: &[u8]) {
+        if data == b"ping" {
+            if let Some(mut ch) = self.dc.and_then(|id| self.rtc.channel(id)) {
+                let _ = ch.write(false, b"pong");
+            }
+        } else {
+            tracing::debug!(
+                session_id = sid,
+                len = data.len(),
+                "unknown data channel text"
+            );
+        }
+    }
+
+    fn on_dc_binary(&mut self, sid: &str, now: Instant, data: &[u8], cross: &mut Vec<Cross>) {
+        let msg = match DcMessage::decode(data) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(session_id = sid, error = %e, "bad data channel message");
+                return;
+            }
+        };
+        match msg {
+            DcMessage::Ping => {
+                self.dc_send(&DcMessage::Pong);
+            }
+            DcMessage::Lock => {
+                // Granted when no offer of ours is in flight and nobody holds it.
+                let granted = self.pending.is_none() && !self.client_locked(now);
+                if granted {
+                    self.client_lock_until = Some(now + CLIENT_LOCK_TIMEOUT);
+                }
+                self.dc_send(&DcMessage::LockResponse(granted));
+            }
+            DcMessage::Unlock => self.client_lock_until = None,
+            DcMessage::Sdp(bytes) => {
+                if let Err(e) = self.on_dc_sdp(sid, &bytes, cross) {
+                    tracing::warn!(session_id = sid, error = %e, "data channel sdp refused");
+                }
+            }
+            DcMessage::LossRate(v) | DcMessage::RoundTripTime(v) | DcMessage::Jitter(v) => {
+                tracing::trace!(session_id = sid, value = v, "client rtc stat");
+            }
+            DcMessage::Pong | DcMessage::LockResponse(_) | DcMessage::MediaMap(_) => {
+                tracing::debug!(
+                    session_id = sid,
+                    "unexpected server-side data channel message"
+                );
+            }
+        }
+    }
+
+    fn on_dc_sdp(
+        &mut self,
+        sid: &str,
+        bytes: &[u8],
+        cross: &mut Vec<Cross>,
+    ) -> Result<(), SfuError> {
+        #[derive(serde::Deserialize)]
+        struct Desc {
+            #[serde(rename = "type")]
+            kind: String,
+            sdp: String,
+        }
+        let json = inflate_sdp(bytes).map_err(|e| SfuError::Sdp(e.to_string()))?;
+        let desc: Desc = serde_json::from_slice(&json).map_err(|e| SfuError::Sdp(e.to_string()))?;
+        match desc.kind.as_str() {
+            "offer" => {
+                let answer = self.accept_offer(&desc.sdp)?;
+                let json = serde_json::json!({"type": "answer", "sdp": answer}).to_string();
+                self.dc_send_sdp(&json);
+            }
+            "answer" => {
+                let added = self.accept_answer(&desc.sdp)?;
+                cross.push(Cross::Answered(sid.to_string(), added));
+            }
+            other => return Err(SfuError::Sdp(format!("unknown description type {other:?}"))),
+        }
+        Ok(())
+    }
+
+    /// Drains the peer's output: datagrams to `out`, media and negotiation events
+    /// for the others to `cross`. Returns false when the peer connection is over.
+    pub fn drain(
+        &mut self,
+        sid: &str,
+        now: Instant,
+        out: &mut Vec<Output>,
+        cross: &mut Vec<Cross>,
+    ) -> bool {
+        loop {
+            let o = match self.rtc.poll_output() {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(session_id = sid, error = %e, "rtc failed");
+                    return false;
+                }
+            };
+            let e = match o {
+                RtcOutput::Timeout(t) => {
+                    self.timeout = Some(t);
+                    return true;
+                }
+                RtcOutput::Transmit(t) => {
+                    out.push(Output::Transmit {
+                        proto: t.proto,
+                        source: t.source,
+                        destination: t.destination,
+                        contents: t.contents.to_vec(),
+                    });
+                    continue;
+                }
+                RtcOutput::Event(e) => e,
+            };
+            match e {
+                Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                    return false;
+                }
+                Event::MediaAdded(m)
+                    if matches!(m.direction, Direction::RecvOnly | Direction::SendRecv) =>
+                {
+                    cross.push(Cross::Added(sid.to_string(), m.mid, m.kind));
+                }
+                Event::MediaChanged(m) => {
+                    let receiving =
+                        matches!(m.direction, Direction::RecvOnly | Direction::SendRecv);
+                    match (receiving, self.inbound.contains_key(&m.mid)) {
+                        (false, true) => cross.push(Cross::Stopped(sid.to_string(), m.mid)),
+                        (true, false) => {
+                            if let Some(kind) = self.rtc.media(m.mid).map(|x| x.kind()) {
+                                cross.push(Cross::Added(sid.to_string(), m.mid, kind));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                Event::MediaData(d) => cross.push(Cross::Media(sid.to_string(), d)),
+                Event::KeyframeRequest(r) => {
+                    cross.push(Cross::Keyframe(sid.to_string(), r.mid, r.kind))
+                }
+                Event::ChannelOpen(id, label) => {
+                    tracing::debug!(session_id = sid, label, "data channel open");
+                    if self.dc.is_none() {
+                        self.dc = Some(id);
+                    }
+                }
+                Event::ChannelData(d) if Some(d.id) == self.dc => {
+                    if d.binary {
+                        self.on_dc_binary(sid, now, &d.data, cross);
+                    } else {
+                        self.on_dc_text(sid, &d.data);
+                    }
+                }
+                Event::ChannelClose(id) if Some(id) == self.dc => self.dc = None,
+                _ => {}
+            }
+        }
+    }
+}

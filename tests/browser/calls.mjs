@@ -1,0 +1,221 @@
+// Real browsers in a real call: Debian's Chromium, driven by playwright-core, against
+// calls-host + calls-plugin started by tests/browser.rs (which passes BASE_URL,
+// CHANNEL_ID, USERS and PASSWORD). Each participant is its own browser context.
+// Every step waits for an outcome read from RTCPeerConnection.getStats(), never for
+// a fixed time alone; it exits non-zero with the reason on the first failure.
+import { chromium } from 'playwright-core';
+
+const BASE = process.env.BASE_URL;
+const CHANNEL = process.env.CHANNEL_ID;
+const USERS = (process.env.USERS || '').split(',');
+const PASSWORD = process.env.PASSWORD;
+const SCENARIO = process.env.SCENARIO || 'full';
+const EXTRA_FLAGS = (process.env.CHROMIUM_FLAGS || '').split(' ').filter(Boolean);
+
+const FLAGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+  '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
+  '--autoplay-policy=no-user-gesture-required',
+  ...EXTRA_FLAGS,
+];
+
+// The screen source: an animated canvas stands in for getDisplayMedia headless.
+const FAKE_SCREEN = () => {
+  navigator.mediaDevices.getDisplayMedia = async () => {
+    const c = document.createElement('canvas');
+    c.width = 320; c.height = 240;
+    const g = c.getContext('2d');
+    let n = 0;
+    setInterval(() => {
+      n += 1;
+      g.fillStyle = `hsl(${(n * 7) % 360}, 80%, 50%)`;
+      g.fillRect(0, 0, 320, 240);
+      g.fillStyle = '#000';
+      g.font = '40px sans-serif';
+      g.fillText(String(n), 20 + (n % 200), 120);
+    }, 50);
+    return c.captureStream(20);
+  };
+};
+
+function step(msg) { console.log(`[browser] ${new Date().toISOString().slice(11, 23)} ${msg}`); }
+
+async function waitFor(what, fn, timeoutMs = 20000, everyMs = 250) {
+  const end = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < end) {
+    last = await fn();
+    if (last && last.ok) return last;
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+  throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(last)}`);
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+class Person {
+  constructor(name, page) { this.name = name; this.page = page; }
+
+  static async open(browser, name) {
+    const ctx = await browser.newContext();
+    const page = await ctx.newPage();
+    page.on('console', (m) => { if (m.type() === 'error') step(`${name} console: ${m.text()}`); });
+    page.on('pageerror', (e) => step(`${name} page error: ${e.message}`));
+    await page.addInitScript(FAKE_SCREEN);
+    await page.goto(BASE);
+    await page.fill('#login', name);
+    await page.fill('#password', PASSWORD);
+    await page.click('button[type=submit]');
+    await page.waitForSelector(`li[data-channel="${CHANNEL}"] button.join`);
+    return new Person(name, page);
+  }
+
+  row() { return `li[data-channel="${CHANNEL}"]`; }
+  async click(cls) { await this.page.click(`${this.row()} button.${cls}`); }
+
+  async join() {
+    await this.click('join');
+    await waitFor(`${this.name}'s peer connection`, async () => ({
+      ok: await this.page.evaluate(() => window.callsStub.peer()?.pc.connectionState === 'connected'),
+    }));
+  }
+
+  // Sums of the inbound RTP streams of one kind, and the loudest audio level seen.
+  async inbound(kind) {
+    return this.page.evaluate(async (kind) => {
+      const all = await window.callsStub.stats();
+      const s = all.filter((x) => x.type === 'inbound-rtp' && x.kind === kind);
+      return {
+        streams: s.length,
+        packets: s.reduce((a, x) => a + (x.packetsReceived || 0), 0),
+        frames: s.reduce((a, x) => a + (x.framesDecoded || 0), 0),
+        level: Math.max(0, ...s.map((x) => x.audioLevel || 0)),
+      };
+    }, kind);
+  }
+
+  async events() { return this.page.evaluate(() => window.callsStub.state.events.slice()); }
+  async sessionId() { return this.page.evaluate(() => window.callsStub.state.originalConnID); }
+
+  async participants() {
+    return this.page.evaluate(async (ch) => {
+      const r = await fetch('/plugins/com.mattermost.calls/channels', { credentials: 'same-origin', headers: { 'X-Requested-With': 'XMLHttpRequest' } });
+      const list = await r.json();
+      const c = list.find((x) => x.channel_id === ch);
+      return c && c.call ? c.call.sessions.map((s) => s.session_id) : [];
+    }, CHANNEL);
+  }
+}
+
+// Waits until `p` receives `kind` media that keeps growing: packets for audio
+// (and a level above zero from the fake microphone), decoded frames for video.
+async function receives(p, kind, from) {
+  const first = await waitFor(`${p.name} to receive ${kind} from ${from}`, async () => {
+    const s = await p.inbound(kind);
+    return { ok: kind === 'audio' ? s.packets > 50 && s.level > 0 : s.frames > 10, ...s };
+  }, 30000);
+  await waitFor(`${p.name}'s ${kind} to keep flowing`, async () => {
+    const s = await p.inbound(kind);
+    return { ok: kind === 'audio' ? s.packets > first.packets + 25 : s.frames > first.frames + 5, ...s };
+  });
+  step(`${p.name} receives ${kind} from ${from}: ${JSON.stringify(await p.inbound(kind))}`);
+}
+
+// The flow has stopped: at most `slack` more packets/frames over two seconds.
+async function stopped(p, kind, why, slack) {
+  const field = kind === 'audio' ? 'packets' : 'frames';
+  await waitFor(`${p.name}'s ${kind} to stop (${why})`, async () => {
+    const a = (await p.inbound(kind))[field];
+    await sleep(2000);
+    const b = (await p.inbound(kind))[field];
+    return { ok: b - a <= slack, before: a, after: b };
+  }, 20000, 0);
+  step(`${p.name}'s ${kind} stopped (${why})`);
+}
+
+async function expectEvent(p, name) {
+  await waitFor(`${p.name} to get ${name}`, async () => ({ ok: (await p.events()).includes(name) }));
+}
+
+async function full(browser) {
+  const [alice, bob, carol] = await Promise.all(USERS.slice(0, 3).map((u) => Person.open(browser, u)));
+
+  step('alice starts the call, bob joins');
+  await alice.join();
+  await bob.join();
+
+  step('both unmute: each hears the other');
+  await alice.click('mute');
+  await receives(bob, 'audio', 'alice');
+  await bob.click('mute');
+  await receives(alice, 'audio', 'bob');
+
+  step('bob mutes: alice stops receiving, user_muted arrives');
+  await bob.click('mute');
+  await expectEvent(alice, 'user_muted');
+  await stopped(alice, 'audio', 'bob muted', 5);
+
+  step('alice shares her screen: bob decodes it until she stops');
+  await alice.click('screen-on');
+  await expectEvent(bob, 'user_screen_on');
+  await receives(bob, 'video', 'alice (screen)');
+  await alice.click('screen-off');
+  await expectEvent(bob, 'user_screen_off');
+  await stopped(bob, 'video', 'screen off', 2);
+
+  step('alice shares again; carol joins mid-call and gets the existing tracks');
+  await alice.click('screen-on');
+  await receives(bob, 'video', 'alice (second screen)');
+  await carol.join();
+  await receives(carol, 'audio', 'alice');
+  await receives(carol, 'video', 'alice (screen)');
+
+  step("bob's websocket drops and reconnects: his media keeps flowing, he stays in the call");
+  const bobSession = await bob.sessionId();
+  await bob.page.evaluate(() => window.callsStub.dropWebSocket());
+  await waitFor('bob to reconnect', async () => ({ ok: await bob.page.evaluate(() => window.callsStub.state.ws.readyState === 1) }));
+  await receives(bob, 'audio', 'alice (after reconnect)');
+  // Past the 10 s reconnect grace: a session that was not re-bound would be gone.
+  await sleep(11000);
+  const present = await alice.participants();
+  if (!present.includes(bobSession)) throw new Error(`bob's session ${bobSession} left after reconnect: ${present}`);
+  await receives(bob, 'audio', 'alice (after the grace period)');
+
+  step('carol leaves: her session is freed');
+  const carolSession = await carol.sessionId();
+  await carol.click('leave');
+  await waitFor("carol's session to leave the call", async () => {
+    const s = await alice.participants();
+    return { ok: !s.includes(carolSession), sessions: s };
+  });
+  console.log(`RESULT ${JSON.stringify({ ok: true, carol: carolSession, bob: bobSession })}`);
+}
+
+// Two participants only, for the network tests (UDP blocked: ICE-TCP).
+async function pair(browser) {
+  const [alice, bob] = await Promise.all(USERS.slice(0, 2).map((u) => Person.open(browser, u)));
+  await alice.join();
+  await bob.join();
+  await alice.click('mute');
+  await receives(bob, 'audio', 'alice');
+  const pairInfo = await bob.page.evaluate(async () => {
+    const all = await window.callsStub.stats();
+    const pair = all.find((x) => x.type === 'candidate-pair' && x.nominated && x.state === 'succeeded');
+    const local = pair && all.find((x) => x.id === pair.localCandidateId);
+    const remote = pair && all.find((x) => x.id === pair.remoteCandidateId);
+    return { local: local && local.protocol, remote: remote && `${remote.protocol} ${remote.address}:${remote.port}` };
+  });
+  console.log(`RESULT ${JSON.stringify({ ok: true, pair: pairInfo })}`);
+}
+
+const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: FLAGS, headless: true });
+try {
+  await (SCENARIO === 'pair' ? pair(browser) : full(browser));
+} catch (e) {
+  console.log(`FAILED ${e.stack || e}`);
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
