@@ -26,15 +26,109 @@ fn ensure_driver(dir: &Path) {
     assert!(ok, "npm ci in {} failed", dir.display());
 }
 
+/// A network namespace joined to this host by a veth pair, with every UDP packet
+/// leaving it dropped: a client network where only TCP gets through.
+struct UdpBlockedNet {
+    name: String,
+    host_ip: String,
+}
+
+impl UdpBlockedNet {
+    fn create() -> UdpBlockedNet {
+        let tag = format!("{:04x}", rand::random::<u16>());
+        let subnet = format!(
+            "10.{}.{}",
+            200 + rand::random::<u8>() % 50,
+            rand::random::<u8>()
+        );
+        let name = format!("calls-{tag}");
+        let (host_if, ns_if) = (format!("vh{tag}"), format!("vn{tag}"));
+        let host_ip = format!("{subnet}.1");
+        let run = |args: &[&str]| {
+            let ok = std::process::Command::new(args[0])
+                .args(&args[1..])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            assert!(
+                ok,
+                "network setup failed (needs root, iproute2, iptables): {args:?}"
+            );
+        };
+        run(&["ip", "netns", "add", &name]);
+        let net = UdpBlockedNet { name, host_ip };
+        let ns = net.name.as_str();
+        run(&[
+            "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+        ]);
+        run(&["ip", "link", "set", &ns_if, "netns", ns]);
+        run(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{subnet}.1/30"),
+            "dev",
+            &host_if,
+        ]);
+        run(&["ip", "link", "set", &host_if, "up"]);
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "ip",
+            "addr",
+            "add",
+            &format!("{subnet}.2/30"),
+            "dev",
+            &ns_if,
+        ]);
+        run(&["ip", "netns", "exec", ns, "ip", "link", "set", &ns_if, "up"]);
+        run(&["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"]);
+        run(&[
+            "ip", "netns", "exec", ns, "iptables", "-A", "OUTPUT", "-p", "udp", "!", "-o", "lo",
+            "-j", "DROP",
+        ]);
+        net
+    }
+}
+
+impl Drop for UdpBlockedNet {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes its end of the veth pair, and so the pair.
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
 /// Runs the browser scenario; returns its output (the test fails on a non-zero exit).
 pub async fn run_browsers(h: &HostProc, channel: &str, users: &[&str], scenario: &str) -> String {
+    run_browsers_in(h, channel, users, scenario, None).await
+}
+
+async fn run_browsers_in(
+    h: &HostProc,
+    channel: &str,
+    users: &[&str],
+    scenario: &str,
+    netns: Option<&str>,
+) -> String {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     assert!(
         Path::new("/usr/bin/chromium").exists(),
         "Debian's chromium is required (apt-get install chromium; .ci/run installs it)"
     );
     ensure_driver(&dir);
-    let child = tokio::process::Command::new("node")
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = tokio::process::Command::new("ip");
+            c.args(["netns", "exec", ns, "node"]);
+            c
+        }
+        None => tokio::process::Command::new("node"),
+    };
+    let child = cmd
         .arg("calls.mjs")
         .current_dir(&dir)
         .env("BASE_URL", h.url("/"))
@@ -42,6 +136,14 @@ pub async fn run_browsers(h: &HostProc, channel: &str, users: &[&str], scenario:
         .env("USERS", users.join(","))
         .env("PASSWORD", "password1")
         .env("SCENARIO", scenario)
+        // Only loopback origins are secure contexts (getUserMedia) by default.
+        .env(
+            "CHROMIUM_FLAGS",
+            format!(
+                "--unsafely-treat-insecure-origin-as-secure={}",
+                h.url("").trim_end_matches('/')
+            ),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -72,4 +174,31 @@ async fn browsers_talk_share_the_screen_reconnect_and_leave() {
         .await;
     let out = run_browsers(&h, &channel, &["alice", "bob", "carol"], "full").await;
     assert!(out.contains("RESULT {\"ok\":true"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_udp_blocked_media_flows_over_ice_tcp() {
+    let net = UdpBlockedNet::create();
+    let h = HostProc::start_on(Backend::Sqlite, "enterprise", &net.host_ip).await;
+    let admin = h.user("", "admin").await;
+    let alice = h.user(&admin.1, "alice").await;
+    let bob = h.user(&admin.1, "bob").await;
+    h.install_and_enable(&admin.1).await;
+    h.set_plugin_settings(&admin.1, json!({"DefaultEnabled": true}))
+        .await;
+    let (_, channel) = h.team_and_channel(&admin.1, &[&alice.0, &bob.0]).await;
+    let out = run_browsers_in(&h, &channel, &["alice", "bob"], "pair", Some(&net.name)).await;
+    let result = out
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .expect("no result line");
+    let v: serde_json::Value = serde_json::from_str(result).unwrap();
+    assert_eq!(v["pair"]["local"], "tcp", "{v}");
+    assert!(
+        v["pair"]["remote"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with(&format!("tcp {}:", net.host_ip)),
+        "{v}"
+    );
 }

@@ -60,18 +60,21 @@ async fn install_configure_and_test_mode(b: Backend) {
     let h = &s.host;
     // A bad setting is refused with a clear error and the old config stays.
     let (st, body) = h
-        .set_plugin_settings(&s.admin.1, json!({"TCPServerPort": 10}))
+        .set_plugin_settings(&s.admin.1, json!({"MaxRecordingDuration": 5}))
         .await;
     assert_eq!(st, 400, "{body}");
     assert_eq!(body["id"], "app.save_config.error");
     assert!(
-        body["message"].as_str().unwrap().contains("TCPServerPort"),
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("MaxRecordingDuration"),
         "{body}"
     );
     let (_, cfg) = h
         .get(&s.admin.1, "/plugins/com.mattermost.calls/config")
         .await;
-    assert_eq!(cfg["TCPServerPort"], 8443);
+    assert_eq!(cfg["MaxRecordingDuration"], 60);
     assert_eq!(cfg["DefaultEnabled"], false);
     // Non-admin sees the client config only.
     let (_, ccfg) = h

@@ -252,7 +252,8 @@ async fn rate_limit_turn_credentials_env_and_dismissal() {
             .is_ok(),
         "{env}"
     );
-    assert_eq!(env.as_object().unwrap().len(), 2, "{env}");
+    assert_eq!(env["TCPServerPort"], env["UDPServerPort"], "{env}");
+    assert_eq!(env.as_object().unwrap().len(), 3, "{env}");
     let (code, _) = h.get(&alice.1, &format!("{p}/env")).await;
     assert_eq!(code, 403);
 

@@ -66,7 +66,17 @@ async fn start_rtc_server(
         crate::sfu::shell::default_host_ip()
     };
     let port = cfg.ICEHostPortOverride.filter(|p| *p > 0).map(|p| p as u16);
-    crate::sfu::shell::RtcServer::start(bind, advertised, port, notes)
+    let tcp_ip: std::net::IpAddr = cfg
+        .TCPServerAddress
+        .parse()
+        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    let addrs = crate::sfu::shell::RtcAddrs {
+        udp: bind,
+        tcp: Some(std::net::SocketAddr::new(tcp_ip, cfg.TCPServerPort as u16)),
+        advertised_ip: advertised,
+        advertised_udp_port: port,
+    };
+    crate::sfu::shell::RtcServer::start(addrs, notes)
         .await
         .map_err(|source| ActivateError::Rtc {
             addr: bind.to_string(),

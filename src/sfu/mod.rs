@@ -16,6 +16,7 @@ mod peer;
 pub mod shell;
 #[doc(hidden)]
 pub mod sim;
+pub mod tcp;
 mod vad;
 
 use datachannel::DcMessage;

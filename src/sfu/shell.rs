@@ -1,14 +1,17 @@
-//! The SFU's I/O shell: one UDP socket on the RTC port shared by every participant,
-//! one task that owns the sans-IO core, feeds it datagrams and the clock, and sends
-//! what it outputs. Commands come in over a channel; offers and closures go out.
+//! The SFU's I/O shell: one UDP socket on the RTC port and one ICE-TCP listener, both
+//! shared by every participant; one task owns the sans-IO core, feeds it datagrams,
+//! TCP frames and the clock, and sends what it outputs. Commands come in over a
+//! channel; offers, voice activity and closures go out.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use str0m::net::Protocol;
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
+use super::tcp::{self, TcpEvent};
 use super::{Output, Sfu, SfuConfig, SfuError};
 
 /// Socket buffers: the default 208 KiB drops packets with many subscribers per loop.
@@ -67,17 +70,27 @@ pub struct RtcServer {
     tx: mpsc::UnboundedSender<Command>,
     pub local_addr: SocketAddr,
     pub advertised: SocketAddr,
+    /// The ICE-TCP listener and the address its passive candidate advertises.
+    pub tcp: Option<(SocketAddr, SocketAddr)>,
+}
+
+/// Where the RTC server listens and what it advertises.
+pub struct RtcAddrs {
+    pub udp: SocketAddr,
+    /// The ICE-TCP listener, if any.
+    pub tcp: Option<SocketAddr>,
+    pub advertised_ip: IpAddr,
+    /// Advertised with the UDP candidate instead of the bound port (port forwarding).
+    pub advertised_udp_port: Option<u16>,
 }
 
 impl RtcServer {
-    /// Binds `bind` and advertises `advertised_ip` with the bound port (or
-    /// `advertised_port` when set, for port-forwarding setups).
+    /// Binds the UDP socket (and the TCP listener) and starts the loop.
     pub async fn start(
-        bind: SocketAddr,
-        advertised_ip: IpAddr,
-        advertised_port: Option<u16>,
+        addrs: RtcAddrs,
         notes: mpsc::UnboundedSender<Note>,
     ) -> std::io::Result<RtcServer> {
+        let bind = addrs.udp;
         let sock = socket2::Socket::new(
             socket2::Domain::for_address(bind),
             socket2::Type::DGRAM,
@@ -90,16 +103,38 @@ impl RtcServer {
         sock.bind(&bind.into())?;
         let socket = UdpSocket::from_std(sock.into())?;
         let local_addr = socket.local_addr()?;
-        let advertised =
-            SocketAddr::new(advertised_ip, advertised_port.unwrap_or(local_addr.port()));
+        let advertised = SocketAddr::new(
+            addrs.advertised_ip,
+            addrs.advertised_udp_port.unwrap_or(local_addr.port()),
+        );
+        let mut candidates = vec![(advertised, Protocol::Udp)];
+        let (tcp_tx, tcp_rx) = mpsc::unbounded_channel();
+        let mut tcp = None;
+        if let Some(tcp_bind) = addrs.tcp {
+            let listener = TcpListener::bind(tcp_bind).await?;
+            let tcp_local = listener.local_addr()?;
+            let tcp_advertised = SocketAddr::new(addrs.advertised_ip, tcp_local.port());
+            candidates.push((tcp_advertised, Protocol::Tcp));
+            tokio::spawn(tcp::accept_loop(listener, tcp_tx));
+            tracing::info!(local_addr = %tcp_local, advertised = %tcp_advertised, "rtc server listening (ice-tcp)");
+            tcp = Some((tcp_local, tcp_advertised));
+        }
         let (tx, rx) = mpsc::unbounded_channel();
-        let sfu = Sfu::new(SfuConfig::new(vec![(advertised, Protocol::Udp)]));
-        tokio::spawn(run(sfu, socket, advertised, rx, notes));
+        let sfu = Sfu::new(SfuConfig::new(candidates));
+        let io = Io {
+            udp: socket,
+            udp_advertised: advertised,
+            tcp_advertised: tcp.map(|(_, a)| a),
+            tcp_events: tcp_rx,
+            conns: HashMap::new(),
+        };
+        tokio::spawn(run(sfu, io, rx, notes));
         tracing::info!(%local_addr, %advertised, "rtc server listening (udp)");
         Ok(RtcServer {
             tx,
             local_addr,
             advertised,
+            tcp,
         })
     }
 
@@ -120,45 +155,129 @@ impl RtcServer {
     }
 }
 
+/// An ICE-TCP connection as the loop sees it.
+struct Conn {
+    tx: mpsc::Sender<Vec<u8>>,
+    opened: Instant,
+    /// A session accepted one of its frames.
+    claimed: bool,
+}
+
+struct Io {
+    udp: UdpSocket,
+    udp_advertised: SocketAddr,
+    tcp_advertised: Option<SocketAddr>,
+    tcp_events: mpsc::UnboundedReceiver<TcpEvent>,
+    conns: HashMap<SocketAddr, Conn>,
+}
+
+impl Io {
+    fn on_tcp(&mut self, sfu: &mut Sfu, ev: TcpEvent) {
+        match ev {
+            TcpEvent::Open { peer, tx } => {
+                tracing::debug!(%peer, "ice-tcp connection");
+                self.conns.insert(
+                    peer,
+                    Conn {
+                        tx,
+                        opened: Instant::now(),
+                        claimed: false,
+                    },
+                );
+            }
+            TcpEvent::Closed { peer } => {
+                self.conns.remove(&peer);
+            }
+            TcpEvent::Frame { peer, frame } => {
+                let Some(dest) = self.tcp_advertised else {
+                    return;
+                };
+                if sfu.handle_receive(Instant::now(), Protocol::Tcp, peer, dest, &frame) {
+                    if let Some(c) = self.conns.get_mut(&peer) {
+                        c.claimed = true;
+                    }
+                } else {
+                    // Not ICE for any session (garbage, or a session that is gone):
+                    // dropping the sender closes the connection.
+                    tracing::warn!(%peer, len = frame.len(), "ice-tcp frame for no session, closing the connection");
+                    self.conns.remove(&peer);
+                }
+            }
+        }
+    }
+
+    /// Closes connections that no session claimed in time.
+    fn reap(&mut self, now: Instant) {
+        self.conns.retain(|peer, c| {
+            let keep = c.claimed || now.duration_since(c.opened) < tcp::CLAIM_TIMEOUT;
+            if !keep {
+                tracing::warn!(%peer, "ice-tcp connection without a binding request, closing it");
+            }
+            keep
+        });
+    }
+
+    async fn transmit(&mut self, proto: Protocol, destination: SocketAddr, contents: Vec<u8>) {
+        match proto {
+            Protocol::Udp => {
+                if let Err(e) = self.udp.send_to(&contents, destination).await {
+                    tracing::debug!(%destination, error = %e, "udp send failed");
+                }
+            }
+            _ => match self.conns.get(&destination) {
+                // A full queue means a stalled connection: drop rather than block
+                // every other participant.
+                Some(c) => {
+                    let _ = c.tx.try_send(contents);
+                }
+                None => tracing::debug!(%destination, "no ice-tcp connection for frame"),
+            },
+        }
+    }
+}
+
 async fn run(
     mut sfu: Sfu,
-    socket: UdpSocket,
-    advertised: SocketAddr,
+    mut io: Io,
     mut rx: mpsc::UnboundedReceiver<Command>,
     notes: mpsc::UnboundedSender<Note>,
 ) {
     let mut buf = vec![0u8; 2048];
     let mut out = Vec::new();
     let mut next = Instant::now();
+    let mut next_reap = Instant::now() + std::time::Duration::from_secs(1);
     loop {
         tokio::select! {
             cmd = rx.recv() => {
                 let Some(cmd) = cmd else { break };
                 apply(&mut sfu, cmd);
             }
-            r = socket.recv_from(&mut buf) => match r {
+            r = io.udp.recv_from(&mut buf) => match r {
                 // The destination is the advertised address: that is what clients send to.
                 Ok((n, src)) => {
-                    if !sfu.handle_receive(Instant::now(), Protocol::Udp, src, advertised, &buf[..n]) {
+                    if !sfu.handle_receive(Instant::now(), Protocol::Udp, src, io.udp_advertised, &buf[..n]) {
                         tracing::debug!(%src, len = n, "datagram for no session dropped");
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "udp receive failed"),
             },
+            Some(ev) = io.tcp_events.recv() => io.on_tcp(&mut sfu, ev),
             _ = tokio::time::sleep_until(next.into()) => {}
         }
-        next = sfu.poll(Instant::now(), &mut out);
+        let now = Instant::now();
+        if now >= next_reap {
+            io.reap(now);
+            next_reap = now + std::time::Duration::from_secs(1);
+        }
+        next = sfu.poll(now, &mut out).min(next_reap);
         for o in out.drain(..) {
             match o {
                 Output::Transmit {
+                    proto,
                     destination,
                     contents,
                     ..
-                } => {
-                    if let Err(e) = socket.send_to(&contents, destination).await {
-                        tracing::debug!(%destination, error = %e, "udp send failed");
-                    }
-                }
+                } => io.transmit(proto, destination, contents).await,
                 Output::Offer { session_id, json } => {
                     let _ = notes.send(Note::Offer { session_id, json });
                 }

@@ -44,14 +44,17 @@ pub fn build_bundle(dir: &Path) -> Vec<u8> {
     out
 }
 
-/// A UDP port free right now within the settings' valid range [80, 49151] (tests run in
-/// parallel; each host needs its own RTC port).
-pub fn free_udp_port() -> u16 {
+/// A port free right now for both UDP and TCP within the settings' valid range
+/// [80, 49151] (tests run in parallel; each host needs its own RTC port, and the
+/// ICE-TCP listener uses the same number, as with the default 8443).
+pub fn free_rtc_port() -> u16 {
     use rand::Rng;
     let mut r = rand::rng();
     loop {
         let port = r.random_range(20_000..49_151);
-        if std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok() {
+        if std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok()
+            && std::net::TcpListener::bind(("0.0.0.0", port)).is_ok()
+        {
             return port;
         }
     }
@@ -95,6 +98,12 @@ impl Drop for HostProc {
 
 impl HostProc {
     pub async fn start(backend: Backend, license: &str) -> HostProc {
+        HostProc::start_on(backend, license, "127.0.0.1").await
+    }
+
+    /// Listens (API and advertised RTC address) on `ip` instead of loopback: for
+    /// clients in a network namespace of their own.
+    pub async fn start_on(backend: Backend, license: &str, ip: &str) -> HostProc {
         let dir = tempfile::tempdir().unwrap();
         let db_url = match backend {
             Backend::Sqlite => format!(
@@ -103,10 +112,11 @@ impl HostProc {
             ),
             Backend::Postgres => fresh_postgres().await,
         };
+        let rtc_port = free_rtc_port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_calls-host"))
+            .arg("--listen")
+            .arg(format!("{ip}:0"))
             .args([
-                "--listen",
-                "127.0.0.1:0",
                 "--metrics-listen",
                 "127.0.0.1:0",
                 "--no-demo",
@@ -119,8 +129,9 @@ impl HostProc {
             .arg(dir.path())
             .env("RUST_LOG", "info,mmcalls=debug")
             // The plugin inherits these: its own RTC port, advertised on loopback.
-            .env("MM_CALLS_UDP_SERVER_PORT", free_udp_port().to_string())
-            .env("MM_CALLS_ICE_HOST_OVERRIDE", "127.0.0.1")
+            .env("MM_CALLS_UDP_SERVER_PORT", rtc_port.to_string())
+            .env("MM_CALLS_TCP_SERVER_PORT", rtc_port.to_string())
+            .env("MM_CALLS_ICE_HOST_OVERRIDE", ip)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
