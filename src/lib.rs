@@ -11,4 +11,5 @@ pub mod host;
 pub mod ids;
 pub mod logging;
 pub mod plugin;
+pub mod rtc_metrics;
 pub mod sfu;

@@ -284,7 +284,73 @@ async fn two_participants_hear_each_other_through_the_integrated_sfu() {
         "audio after mute: {late:?} (mute at {said})"
     );
 
+    // The rtc_* family counts what happened (flushed about once a second).
+    let m = metrics_until(&h, |m| {
+        metric(m, "mattermost_plugin_calls_rtc_rtp_packets_total{direction=\"out\",groupID=\"default\",type=\"voice\"}") >= heard as f64
+    })
+    .await;
+    assert_eq!(
+        metric(
+            &m,
+            "mattermost_plugin_calls_rtc_sessions_total{groupID=\"default\"}"
+        ),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(metric(&m, "mattermost_plugin_calls_rtc_rtp_tracks_total{direction=\"in\",groupID=\"default\",type=\"voice\"}"), 1.0, "{m}");
+    assert_eq!(metric(&m, "mattermost_plugin_calls_rtc_rtp_tracks_total{direction=\"out\",groupID=\"default\",type=\"voice\"}"), 1.0, "{m}");
+    assert_eq!(
+        metric(
+            &m,
+            "mattermost_plugin_calls_rtc_conn_states_total{type=\"connected\"}"
+        ),
+        2.0,
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            "mattermost_plugin_calls_rtc_connection_time_count{groupID=\"default\"}"
+        ) >= 2.0,
+        "{m}"
+    );
+
     // Leaving frees the session in the SFU and the call.
     b.ws.send_calls("leave", json!({}));
     a.ws.expect("user_left").await;
+    let m = metrics_until(&h, |m| {
+        metric(
+            m,
+            "mattermost_plugin_calls_rtc_sessions_total{groupID=\"default\"}",
+        ) == 1.0
+    })
+    .await;
+    assert_eq!(metric(&m, "mattermost_plugin_calls_rtc_rtp_tracks_total{direction=\"out\",groupID=\"default\",type=\"voice\"}"), 0.0, "{m}");
+}
+
+/// The value of one sample line of a Prometheus exposition (0 when absent).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Scrapes the plugin's metrics until `ok` holds (10 s at most), returning the text.
+async fn metrics_until(h: &HostProc, ok: impl Fn(&str) -> bool) -> String {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, text) = h
+            .req(
+                reqwest::Method::GET,
+                "",
+                "/plugins/com.mattermost.calls/metrics",
+                None,
+            )
+            .await;
+        assert_eq!(code, 200);
+        if ok(&text) || Instant::now() > end {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -40,6 +40,7 @@ pub enum ActivateError {
 /// override (resolved if a hostname) or the host's address.
 async fn start_rtc_server(
     cfg: &Config,
+    metrics: &Metrics,
     notes: tokio::sync::mpsc::UnboundedSender<crate::sfu::shell::Note>,
 ) -> Result<crate::sfu::shell::RtcServer, ActivateError> {
     let ip: std::net::IpAddr = if cfg.UDPServerAddress.is_empty() {
@@ -76,7 +77,7 @@ async fn start_rtc_server(
         advertised_ip: advertised,
         advertised_udp_port: port,
     };
-    crate::sfu::shell::RtcServer::start(addrs, notes)
+    crate::sfu::shell::RtcServer::start(addrs, Box::new(metrics.rtc.clone()), notes)
         .await
         .map_err(|source| ActivateError::Rtc {
             addr: bind.to_string(),
@@ -118,7 +119,7 @@ pub async fn activate(host_addr: &str, bundle_path: &str) -> Result<App, Activat
     let bot = host.ensure_bot("calls", "Calls", "Calls Bot").await?;
     let (notes_tx, notes_rx) = tokio::sync::mpsc::unbounded_channel();
     let rtc = if config.RTCDServiceURL.is_empty() {
-        Some(start_rtc_server(&config, notes_tx).await?)
+        Some(start_rtc_server(&config, &metrics, notes_tx).await?)
     } else {
         None
     };

@@ -34,6 +34,8 @@ pub struct Inner {
     pub monthly_calls: GaugeVec,
     pub calls_by_channel_type: GaugeVec,
     pub aggregate_stats: GaugeVec,
+    /// The integrated SFU's `rtc_*` family.
+    pub rtc: crate::rtc_metrics::RtcMetrics,
     _keep: Vec<Gauge>,
 }
 
@@ -170,6 +172,8 @@ impl Metrics {
                 opts("aggregate_stats", "Aggregate call statistics."),
                 &["stat"]
             )),
+            rtc: crate::rtc_metrics::RtcMetrics::register(&registry, NS)
+                .expect("rtc metric registration"),
             _keep: Vec::new(),
             registry: registry.clone(),
         };

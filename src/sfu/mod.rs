@@ -12,6 +12,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Input, Rtc};
 
 pub mod datachannel;
+pub mod observe;
 mod peer;
 pub mod shell;
 #[doc(hidden)]
@@ -20,7 +21,13 @@ pub mod tcp;
 mod vad;
 
 use datachannel::DcMessage;
-use peer::{Cross, Inbound, OutTrack, Peer, PendingOffer, QueuedTrack};
+use observe::{NoObserver, RtcObserver, DIR_IN, DIR_OUT};
+use peer::{Cross, Inbound, OutTrack, Peer, PeerReport, PendingOffer, QueuedTrack};
+
+/// The group of sessions started by the plugin itself (rtcd: the client id).
+pub const DEFAULT_GROUP: &str = "default";
+/// One forwarded write in this many is timed for the write-time histogram.
+const WRITE_SAMPLE: u32 = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SfuError {
@@ -69,6 +76,13 @@ pub enum TrackType {
 }
 
 impl TrackType {
+    /// The four types, in `index` order.
+    pub const PREFIXES: [&'static str; 4] = ["voice", "screen", "screen-audio", "video"];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn prefix(self) -> &'static str {
         match self {
             TrackType::Voice => "voice",
@@ -109,10 +123,17 @@ pub struct Sfu {
     dirty: HashSet<String>,
     /// Voice activity changes to report at the next poll.
     voice: Vec<(String, bool)>,
+    observer: Box<dyn RtcObserver>,
+    next_flush: Option<Instant>,
+    writes: u32,
 }
 
 impl Sfu {
     pub fn new(config: SfuConfig) -> Sfu {
+        Sfu::with_observer(config, Box::new(NoObserver))
+    }
+
+    pub fn with_observer(config: SfuConfig, observer: Box<dyn RtcObserver>) -> Sfu {
         Sfu {
             config,
             peers: HashMap::new(),
@@ -120,6 +141,9 @@ impl Sfu {
             routes: HashMap::new(),
             dirty: HashSet::new(),
             voice: Vec::new(),
+            observer,
+            next_flush: None,
+            writes: 0,
         }
     }
 
@@ -131,6 +155,17 @@ impl Sfu {
     pub fn add_session(
         &mut self,
         now: Instant,
+        call_id: &str,
+        session_id: &str,
+    ) -> Result<(), SfuError> {
+        self.add_session_in_group(now, DEFAULT_GROUP, call_id, session_id)
+    }
+
+    /// As `add_session`, for a session of an rtcd client (its metrics group).
+    pub fn add_session_in_group(
+        &mut self,
+        now: Instant,
+        group: &str,
         call_id: &str,
         session_id: &str,
     ) -> Result<(), SfuError> {
@@ -160,7 +195,8 @@ impl Sfu {
                 Err(e) => tracing::warn!(%addr, error = %e, "unusable host candidate"),
             }
         }
-        let mut peer = Peer::new(call_id, rtc, now);
+        let mut peer = Peer::new(group, call_id, rtc, now);
+        self.observer.session(group, 1);
         // Everything already published in the call goes to the newcomer.
         let members = self.calls.entry(call_id.to_string()).or_default();
         for other in members.iter() {
@@ -194,6 +230,19 @@ impl Sfu {
             return;
         };
         peer.rtc.disconnect();
+        self.observer.session(&peer.group, -1);
+        if peer.connected_at.is_some() {
+            self.observer.conn_state("closed");
+        }
+        for i in peer.inbound.values().filter_map(|i| i.track) {
+            self.observer.tracks(&peer.group, "in", i.prefix(), -1);
+        }
+        for o in peer.outbound_source.values() {
+            self.observer
+                .tracks(&peer.group, "out", o.track.prefix(), -1);
+        }
+        peer.rtp
+            .flush(&peer.group, &*self.observer, TrackType::PREFIXES);
         self.routes.retain(|_, sid| sid != session_id);
         self.dirty.remove(session_id);
         if let Some(members) = self.calls.get_mut(&peer.call_id) {
@@ -221,12 +270,24 @@ impl Sfu {
 
     /// A client offer (SDP text); returns our answer's SDP text.
     pub fn handle_offer(&mut self, session_id: &str, sdp: &str) -> Result<String, SfuError> {
-        self.peer(session_id)?.accept_offer(sdp)
+        let peer = self.peer(session_id)?;
+        let r = peer.accept_offer(sdp);
+        if r.is_err() {
+            peer.reports.push(PeerReport::Error("sdp"));
+        }
+        r
     }
 
     /// The client's answer to our last offer.
     pub fn handle_answer(&mut self, session_id: &str, sdp: &str) -> Result<(), SfuError> {
-        let added = self.peer(session_id)?.accept_answer(sdp)?;
+        let peer = self.peer(session_id)?;
+        let added = match peer.accept_answer(sdp) {
+            Ok(a) => a,
+            Err(e) => {
+                peer.reports.push(PeerReport::Error("sdp"));
+                return Err(e);
+            }
+        };
         self.request_keyframes(session_id, &added);
         Ok(())
     }
@@ -235,7 +296,13 @@ impl Sfu {
     pub fn handle_candidate(&mut self, session_id: &str, candidate: &str) -> Result<(), SfuError> {
         let peer = self.peer(session_id)?;
         let line = candidate.trim().trim_start_matches("a=");
-        let c = Candidate::from_sdp_string(line).map_err(|e| SfuError::Candidate(e.to_string()))?;
+        let c = match Candidate::from_sdp_string(line) {
+            Ok(c) => c,
+            Err(e) => {
+                peer.reports.push(PeerReport::Error("ice"));
+                return Err(SfuError::Candidate(e.to_string()));
+            }
+        };
         peer.rtc.add_remote_candidate(c);
         Ok(())
     }
@@ -276,7 +343,9 @@ impl Sfu {
             for mid in gone {
                 self.unpublish(session_id, mid);
                 if let Some(p) = self.peers.get_mut(session_id) {
-                    p.inbound.remove(&mid);
+                    if let Some(t) = p.inbound.remove(&mid).and_then(|i| i.track) {
+                        self.observer.tracks(&p.group, "in", t.prefix(), -1);
+                    }
                 }
             }
         }
@@ -315,7 +384,9 @@ impl Sfu {
                 newly.push((mid, kind, track));
             }
         }
+        let group = peer.group.clone();
         for (mid, kind, track) in newly {
+            self.observer.tracks(&group, "in", track.prefix(), 1);
             self.publish(session_id, mid, kind, track);
         }
     }
@@ -346,7 +417,9 @@ impl Sfu {
             p.queued
                 .retain(|q| !(q.source == src && q.source_mid == mid));
             if let Some(local) = p.outbound.remove(&(src.to_string(), mid)) {
-                p.outbound_source.remove(&local);
+                if let Some(o) = p.outbound_source.remove(&local) {
+                    self.observer.tracks(&p.group, "out", o.track.prefix(), -1);
+                }
                 p.removing.push(local);
             }
         }
@@ -414,6 +487,7 @@ impl Sfu {
         };
         if let Err(e) = peer.rtc.handle_input(input) {
             tracing::warn!(session_id = sid, error = %e, "rtc input failed");
+            self.observer.error(&peer.group, "rtc");
         }
         self.routes.insert(source, sid.clone());
         self.dirty.insert(sid);
@@ -431,11 +505,28 @@ impl Sfu {
                 peer.timeout = None;
                 self.dirty.insert(sid.clone());
             }
+            let obs = &*self.observer;
+            if peer.connected_at.is_none() && peer.rtc.is_connected() {
+                peer.connected_at = Some(now);
+                obs.conn_state("connected");
+                obs.connection_time(&peer.group, (now - peer.created).as_secs_f64());
+            }
+            if !peer.dc_reported && peer.dc.is_some() {
+                peer.dc_reported = true;
+                obs.dc_open_time(&peer.group, (now - peer.created).as_secs_f64());
+            }
+            for r in peer.reports.drain(..) {
+                match r {
+                    PeerReport::Error(kind) => obs.error(&peer.group, kind),
+                    PeerReport::ClientStat(stat, v) => obs.client_stat(&peer.group, stat, v),
+                }
+            }
             if !peer.rtc.is_connected() && now >= peer.created + self.config.connect_timeout {
                 tracing::warn!(
                     session_id = sid,
                     "peer connection not established in time (ICE/DTLS), closing it"
                 );
+                obs.conn_state("failed");
                 closed.push(sid.clone());
             }
             if peer
@@ -472,6 +563,12 @@ impl Sfu {
         }
         for (session_id, on) in self.voice.drain(..) {
             out.push(Output::Voice { session_id, on });
+        }
+        if self.next_flush.is_none_or(|t| now >= t) {
+            self.next_flush = Some(now + Duration::from_secs(1));
+            for p in self.peers.values_mut() {
+                p.rtp.flush(&p.group, &*self.observer, TrackType::PREFIXES);
+            }
         }
         closed.sort();
         closed.dedup();
@@ -510,13 +607,16 @@ impl Sfu {
                         },
                     );
                     if let Some(track) = track {
+                        self.observer.tracks(&peer.group, "in", track.prefix(), 1);
                         self.publish(&src, mid, kind, track);
                     }
                 }
                 Cross::Stopped(src, mid) => {
                     self.unpublish(&src, mid);
                     if let Some(p) = self.peers.get_mut(&src) {
-                        p.inbound.remove(&mid);
+                        if let Some(t) = p.inbound.remove(&mid).and_then(|i| i.track) {
+                            self.observer.tracks(&p.group, "in", t.prefix(), -1);
+                        }
                     }
                 }
                 Cross::Answered(sid, mids) => self.request_keyframes(&sid, &mids),
@@ -551,6 +651,7 @@ impl Sfu {
         let Some(track) = inb.track else {
             return;
         };
+        sender.rtp.add(DIR_IN, track.index(), data.data.len());
         if track == TrackType::Voice {
             if muted {
                 return;
@@ -581,9 +682,20 @@ impl Sfu {
                 Some(level) => w.audio_level(level, data.ext_vals.voice_activity.unwrap_or(false)),
                 None => w,
             };
+            self.writes = self.writes.wrapping_add(1);
+            let t0 = (self.writes % WRITE_SAMPLE == 0)
+                .then(|| self.observer.clock())
+                .flatten();
             if let Err(e) = w.write(pt, data.network_time, data.time, data.data.clone()) {
                 tracing::debug!(session_id = other, error = %e, "forward write failed");
+                p.reports.push(PeerReport::Error("rtp"));
             }
+            if let (Some(t0), Some(t1)) = (t0, self.observer.clock()) {
+                let secs = t1.saturating_duration_since(t0).as_secs_f64();
+                self.observer
+                    .track_write_time(&p.group, track.prefix(), secs);
+            }
+            p.rtp.add(DIR_OUT, track.index(), data.data.len());
             self.dirty.insert(other.clone());
         }
     }
@@ -623,6 +735,8 @@ impl Sfu {
                 continue;
             };
             for (mid, q) in &added {
+                self.observer
+                    .tracks(&peer.group, "out", q.track.prefix(), 1);
                 peer.outbound.insert((q.source.clone(), q.source_mid), *mid);
                 peer.outbound_source.insert(
                     *mid,

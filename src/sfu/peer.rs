@@ -11,6 +11,7 @@ use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
 use str0m::{Event, IceConnectionState, Output as RtcOutput, Rtc};
 
 use super::datachannel::{deflate_sdp, inflate_sdp, DcMessage};
+use super::observe::RtpCounts;
 use super::vad::Vad;
 use super::{Output, SfuError, TrackType};
 
@@ -50,7 +51,15 @@ pub(super) struct PendingOffer {
     pub removed: Vec<Mid>,
 }
 
+/// What the peer noticed for the metrics, reported by the core at its next poll.
+pub(super) enum PeerReport {
+    Error(&'static str),
+    ClientStat(&'static str, f64),
+}
+
 pub(super) struct Peer {
+    /// Metrics group (rtcd client id; "default" in the plugin).
+    pub group: String,
     pub call_id: String,
     pub rtc: Rtc,
     pub inbound: BTreeMap<Mid, Inbound>,
@@ -71,6 +80,10 @@ pub(super) struct Peer {
     pub dc_signaling: bool,
     pub client_lock_until: Option<Instant>,
     pub created: Instant,
+    pub connected_at: Option<Instant>,
+    pub dc_reported: bool,
+    pub reports: Vec<PeerReport>,
+    pub rtp: RtpCounts,
 }
 
 /// What one peer's output needs from the others.
@@ -89,8 +102,9 @@ pub(super) enum Cross {
 }
 
 impl Peer {
-    pub fn new(call_id: &str, rtc: Rtc, now: Instant) -> Peer {
+    pub fn new(group: &str, call_id: &str, rtc: Rtc, now: Instant) -> Peer {
         Peer {
+            group: group.to_string(),
             call_id: call_id.to_string(),
             rtc,
             inbound: BTreeMap::new(),
@@ -107,6 +121,10 @@ impl Peer {
             dc_signaling: false,
             client_lock_until: None,
             created: now,
+            connected_at: None,
+            dc_reported: false,
+            reports: Vec::new(),
+            rtp: RtpCounts::default(),
         }
     }
 
@@ -184,6 +202,7 @@ impl Peer {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(session_id = sid, error = %e, "bad data channel message");
+                self.reports.push(PeerReport::Error("dc"));
                 return;
             }
         };
@@ -203,11 +222,12 @@ impl Peer {
             DcMessage::Sdp(bytes) => {
                 if let Err(e) = self.on_dc_sdp(sid, &bytes, cross) {
                     tracing::warn!(session_id = sid, error = %e, "data channel sdp refused");
+                    self.reports.push(PeerReport::Error("sdp"));
                 }
             }
-            DcMessage::LossRate(v) | DcMessage::RoundTripTime(v) | DcMessage::Jitter(v) => {
-                tracing::trace!(session_id = sid, value = v, "client rtc stat");
-            }
+            DcMessage::LossRate(v) => self.reports.push(PeerReport::ClientStat("loss_rate", v)),
+            DcMessage::RoundTripTime(v) => self.reports.push(PeerReport::ClientStat("rtt", v)),
+            DcMessage::Jitter(v) => self.reports.push(PeerReport::ClientStat("jitter", v)),
             DcMessage::Pong | DcMessage::LockResponse(_) | DcMessage::MediaMap(_) => {
                 tracing::debug!(
                     session_id = sid,

@@ -11,6 +11,7 @@ use str0m::net::Protocol;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
+use super::observe::RtcObserver;
 use super::tcp::{self, TcpEvent};
 use super::{Output, Sfu, SfuConfig, SfuError};
 
@@ -88,6 +89,7 @@ impl RtcServer {
     /// Binds the UDP socket (and the TCP listener) and starts the loop.
     pub async fn start(
         addrs: RtcAddrs,
+        observer: Box<dyn RtcObserver>,
         notes: mpsc::UnboundedSender<Note>,
     ) -> std::io::Result<RtcServer> {
         let bind = addrs.udp;
@@ -120,7 +122,7 @@ impl RtcServer {
             tcp = Some((tcp_local, tcp_advertised));
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        let sfu = Sfu::new(SfuConfig::new(candidates));
+        let sfu = Sfu::with_observer(SfuConfig::new(candidates), observer);
         let io = Io {
             udp: socket,
             udp_advertised: advertised,
