@@ -354,3 +354,82 @@ async fn metrics_until(h: &HostProc, ok: impl Fn(&str) -> bool) -> String {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_rtc_port_and_bad_signaling_leave_the_call_alone() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let h = HostProc::start(Backend::Sqlite, "enterprise").await;
+    let admin = h.user("", "admin").await;
+    let alice = h.user(&admin.1, "alice").await;
+    let bob = h.user(&admin.1, "bob").await;
+    h.install_and_enable(&admin.1).await;
+    h.set_plugin_settings(&admin.1, json!({"DefaultEnabled": true}))
+        .await;
+    let (_, channel) = h.team_and_channel(&admin.1, &[&alice.0, &bob.0]).await;
+    let mut a = MediaClient::join(&h, &alice.1, &channel, true).await;
+    let mut b = MediaClient::join(&h, &bob.1, &channel, false).await;
+    a.ws.send_calls("unmute", json!({}));
+    b.ws.expect("user_unmuted").await;
+    run_until(
+        &mut [&mut a, &mut b],
+        Duration::from_secs(15),
+        &[true, false],
+        |c| c[1].received.len() > 20,
+    )
+    .await;
+    assert!(b.received.len() > 20, "no audio before the garbage");
+
+    // Garbage datagrams: random bytes, a fake STUN header, a fake RTP header.
+    let rtc: SocketAddr = format!("127.0.0.1:{}", h.rtc_port).parse().unwrap();
+    let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for d in [
+        &b"\x00\x01\x00\x00garbage-stun-without-cookie"[..],
+        &[0x80, 0x6f, 0, 1, 0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef][..],
+        &[0xffu8; 1200][..],
+        &[][..],
+    ] {
+        junk.send_to(d, rtc).unwrap();
+    }
+    // A garbage ICE-TCP frame: the server closes that connection.
+    let mut tcp = tokio::net::TcpStream::connect(rtc).await.unwrap();
+    tcp.write_all(&[0, 5, b'h', b'e', b'l', b'l', b'o'])
+        .await
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
+        .await
+        .expect("garbage tcp connection left open")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "server answered garbage");
+
+    // Malformed signaling over the websocket: bad msgpack, bad zlib, bad SDP, bad ICE.
+    b.ws.send_raw(Message::Binary(vec![0xc1, 0x00, 0x13].into()));
+    b.ws.send_raw(sdp_frame(
+        102,
+        &json!({"type": "offer", "sdp": "v=0\r\nnot sdp"}),
+    ));
+    b.ws.send_raw(sdp_frame(103, &json!({"type": "pranswer", "sdp": ""})));
+    b.ws.send_calls("ice", json!({"data": "{not json"}));
+    b.ws.send_calls(
+        "ice",
+        json!({"data": "{\"candidate\":\"candidate:bogus\"}"}),
+    );
+
+    // The call carries on: same sessions, audio still flows both ways of the SFU.
+    let before = b.received.len();
+    run_until(
+        &mut [&mut a, &mut b],
+        Duration::from_secs(15),
+        &[true, false],
+        |c| c[1].received.len() > before + 40,
+    )
+    .await;
+    assert!(
+        b.received.len() > before + 40,
+        "audio stopped after garbage"
+    );
+    assert!(a.rtc.is_connected() && b.rtc.is_connected());
+    b.ws.send_calls("leave", json!({}));
+    a.ws.expect("user_left").await;
+}

@@ -2,6 +2,7 @@
 //! the SFU's tests and by the forwarding benchmark (`cargo bench --bench forward`).
 //! The SFU's own processing time is accounted separately from the clients'.
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,16 @@ pub struct Client {
     /// Payloads received, when `keep_payloads` (else only counted).
     pub received: Vec<Vec<u8>>,
     pub received_count: usize,
+    /// Video frames received (payloads).
+    pub video: Vec<Vec<u8>>,
     pub track_ids: Vec<String>,
+    /// Every server offer this client got, in order.
+    pub offers: Vec<String>,
+    /// Its own video sender, once added.
+    pub video_mid: Option<Mid>,
+    /// The data channel, once open, and what arrived on it (binary?, bytes).
+    pub dc: Option<str0m::channel::ChannelId>,
+    pub dc_received: Vec<(bool, Vec<u8>)>,
 }
 
 pub struct Net {
@@ -32,6 +42,14 @@ pub struct Net {
     /// Time spent inside the SFU (receive + poll), the benchmark's measure.
     pub sfu_busy: Duration,
     pub keep_payloads: bool,
+    /// Every Nth RTP packet to (or from) these addresses is lost.
+    pub lose_every: HashMap<SocketAddr, usize>,
+    /// DTLS records from these clients never reach the SFU.
+    pub block_dtls_from: HashSet<SocketAddr>,
+    /// Sessions the SFU reported closed, and voice activity changes.
+    pub closed: Vec<String>,
+    pub voice: Vec<(String, bool)>,
+    rtp_seen: HashMap<SocketAddr, usize>,
 }
 
 impl Default for Net {
@@ -53,6 +71,11 @@ impl Net {
             clients: Vec::new(),
             sfu_busy: Duration::ZERO,
             keep_payloads: true,
+            lose_every: HashMap::new(),
+            block_dtls_from: HashSet::new(),
+            closed: Vec::new(),
+            voice: Vec::new(),
+            rtp_seen: HashMap::new(),
         }
     }
 
@@ -93,7 +116,12 @@ impl Net {
             audio,
             received: Vec::new(),
             received_count: 0,
+            video: Vec::new(),
             track_ids: Vec::new(),
+            offers: Vec::new(),
+            video_mid: None,
+            dc: None,
+            dc_received: Vec::new(),
         });
         self.clients.len() - 1
     }
@@ -111,10 +139,22 @@ impl Net {
                         packets.push((t.source, t.destination, t.contents.to_vec()))
                     }
                     RtcOutput::Event(Event::MediaData(d)) => {
-                        c.received_count += 1;
-                        if keep {
-                            c.received.push(d.data.to_vec());
+                        let video = c
+                            .rtc
+                            .media(d.mid)
+                            .is_some_and(|m| m.kind() == MediaKind::Video);
+                        if video {
+                            c.video.push(d.data.to_vec());
+                        } else {
+                            c.received_count += 1;
+                            if keep {
+                                c.received.push(d.data.to_vec());
+                            }
                         }
+                    }
+                    RtcOutput::Event(Event::ChannelOpen(id, _)) => c.dc = Some(id),
+                    RtcOutput::Event(Event::ChannelData(d)) => {
+                        c.dc_received.push((d.binary, d.data.to_vec()))
                     }
                     RtcOutput::Event(_) => {}
                 }
@@ -135,6 +175,9 @@ impl Net {
                 Output::Offer { session_id, json } => {
                     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
                     let sdp = v["sdp"].as_str().unwrap();
+                    if let Some(c) = self.clients.iter_mut().find(|c| c.session == session_id) {
+                        c.offers.push(sdp.to_string());
+                    }
                     for line in sdp.lines().filter(|l| l.starts_with("a=msid:")) {
                         if let Some(track) = line.split_whitespace().nth(1) {
                             let c = self
@@ -159,11 +202,15 @@ impl Net {
                         .handle_answer(&session_id, &answer.to_sdp_string())
                         .unwrap();
                 }
-                Output::Closed { .. } | Output::Voice { .. } => {}
+                Output::Closed { session_id } => self.closed.push(session_id),
+                Output::Voice { session_id, on } => self.voice.push((session_id, on)),
             }
         }
         let sfu_addr: SocketAddr = SFU_ADDR.parse().unwrap();
         for (src, dst, bytes) in packets {
+            if self.lost(src, dst, &bytes) {
+                continue;
+            }
             if dst == sfu_addr {
                 let t = Instant::now();
                 self.sfu
@@ -183,6 +230,110 @@ impl Net {
             }
         }
         self.now += Duration::from_millis(5);
+    }
+
+    /// Applies the loss rules: RTP (not RTCP) packets every Nth per address, and
+    /// blocked DTLS.
+    fn lost(&mut self, src: SocketAddr, dst: SocketAddr, bytes: &[u8]) -> bool {
+        let first = bytes.first().copied().unwrap_or(0);
+        if (20..=63).contains(&first) && self.block_dtls_from.contains(&src) {
+            return true;
+        }
+        let is_rtp = (128..=191).contains(&first)
+            && bytes.get(1).is_some_and(|pt| !(192..=223).contains(pt));
+        if !is_rtp {
+            return false;
+        }
+        for addr in [src, dst] {
+            if let Some(&n) = self.lose_every.get(&addr) {
+                let seen = self.rtp_seen.entry(addr).or_default();
+                *seen += 1;
+                if *seen % n == 0 {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// RTP packets the loss rule dropped so far.
+    pub fn rtp_lost(&self) -> usize {
+        self.lose_every
+            .iter()
+            .map(|(a, n)| self.rtp_seen.get(a).copied().unwrap_or(0) / n)
+            .sum()
+    }
+
+    /// The client adds a video sender on `stream_id` (renegotiation from its side).
+    pub fn add_video(&mut self, i: usize, stream_id: &str) -> Mid {
+        let c = &mut self.clients[i];
+        let mut api = c.rtc.sdp_api();
+        let mid = api.add_media(
+            MediaKind::Video,
+            Direction::SendOnly,
+            Some(stream_id.to_string()),
+            Some(format!("{stream_id}-video")),
+            None,
+        );
+        let (offer, pending) = api.apply().unwrap();
+        c.video_mid = Some(mid);
+        self.offer_to_sfu(i, offer, pending);
+        mid
+    }
+
+    /// The client's renegotiation: the SFU answers its offer.
+    fn offer_to_sfu(&mut self, i: usize, offer: SdpOffer, pending: SdpPendingOffer) {
+        let c = &mut self.clients[i];
+        let answer = self
+            .sfu
+            .handle_offer(&c.session, &offer.to_sdp_string())
+            .unwrap();
+        c.rtc
+            .sdp_api()
+            .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
+            .unwrap();
+    }
+
+    /// The client stops its video sender (renegotiation from its side).
+    pub fn stop_video(&mut self, i: usize) {
+        let c = &mut self.clients[i];
+        let mid = c.video_mid.take().unwrap();
+        let mut api = c.rtc.sdp_api();
+        api.set_direction(mid, Direction::Inactive);
+        let (offer, pending) = api.apply().unwrap();
+        self.offer_to_sfu(i, offer, pending);
+    }
+
+    /// VP8-packetized frames of ~3 KB (several packets each) at 20 fps from client `i`
+    /// for `d`; the frame number is in the first four payload bytes.
+    pub fn send_video(&mut self, i: usize, d: Duration, counter: &mut u32) {
+        let end = self.now + d;
+        while self.now < end {
+            let c = &mut self.clients[i];
+            let mid = c.video_mid.unwrap();
+            if let Some(w) = c.rtc.writer(mid) {
+                let pt = w
+                    .payload_params()
+                    .find(|p| p.spec().codec == str0m::format::Codec::Vp8)
+                    .unwrap()
+                    .pt();
+                *counter += 1;
+                let ts = MediaTime::new(u64::from(*counter) * 4500, Frequency::NINETY_KHZ);
+                let mut frame = counter.to_be_bytes().to_vec();
+                frame.resize(3000, 0x5a);
+                w.write(pt, self.now, ts, frame).unwrap();
+            }
+            for _ in 0..10 {
+                self.step();
+            }
+        }
+    }
+
+    /// Client `i` writes on its data channel.
+    pub fn dc_send(&mut self, i: usize, binary: bool, data: &[u8]) {
+        let c = &mut self.clients[i];
+        let id = c.dc.expect("data channel open");
+        c.rtc.channel(id).unwrap().write(binary, data).unwrap();
     }
 
     pub fn run(&mut self, d: Duration) {

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use str0m::net::Protocol;
 
+use super::datachannel::DcMessage;
 use super::sim::{Net, SFU_ADDR};
 
 #[test]
@@ -111,4 +112,221 @@ fn bad_signaling_is_refused_without_harm() {
     ));
     net.run(Duration::from_secs(1));
     assert!(net.clients[0].rtc.is_connected());
+}
+
+/// Every `a=extmap` id must name the same extension in every offer to a client:
+/// Chromium rejects re-offers that change them.
+fn assert_stable_extmaps(offers: &[String]) {
+    let mut ids = std::collections::HashMap::new();
+    for sdp in offers {
+        for l in sdp.lines().filter_map(|l| l.strip_prefix("a=extmap:")) {
+            let mut it = l.split_whitespace();
+            let (id, uri) = (it.next().unwrap(), it.next().unwrap());
+            let id = id.split('/').next().unwrap().to_string();
+            let prev = ids.entry(id.clone()).or_insert_with(|| uri.to_string());
+            assert_eq!(prev, uri, "extmap id {id} changed meaning");
+        }
+    }
+}
+
+#[test]
+fn screen_share_renegotiates_both_ways_with_stable_extension_ids() {
+    let mut net = Net::new();
+    let a = net.join("call-1", "sess-a", "1.1.1.1:1000", true);
+    let b = net.join("call-1", "sess-b", "2.2.2.2:2000", false);
+    net.sfu.set_muted("sess-a", false).unwrap();
+    net.run(Duration::from_secs(1));
+    let mut n = 0;
+    net.talk(a, Duration::from_millis(200), &mut n);
+
+    // Video from a stream nobody announced is held back.
+    net.add_video(a, "camera-1");
+    let offers_before = net.clients[b].offers.len();
+    let mut frames = 0;
+    net.send_video(a, Duration::from_millis(500), &mut frames);
+    assert!(
+        net.clients[b].video.is_empty(),
+        "unannounced video forwarded"
+    );
+    assert_eq!(net.clients[b].offers.len(), offers_before);
+    net.stop_video(a);
+    net.run(Duration::from_millis(200));
+
+    // screen_on announces the stream, then the client adds the track.
+    net.sfu
+        .set_screen_stream("sess-a", Some("screen-1".into()))
+        .unwrap();
+    net.add_video(a, "screen-1");
+    net.run(Duration::from_millis(300));
+    net.send_video(a, Duration::from_secs(1), &mut frames);
+    let c = &net.clients[b];
+    assert!(
+        c.track_ids.iter().any(|t| t.starts_with("screen_sess-a_")),
+        "{:?}",
+        c.track_ids
+    );
+    assert!(
+        c.video.len() > 10,
+        "B decoded {} screen frames",
+        c.video.len()
+    );
+    // MediaMap came over the data channel before the offer, naming the screen.
+    let maps: Vec<_> = c
+        .dc_received
+        .iter()
+        .filter_map(|(bin, d)| bin.then(|| DcMessage::decode(d).ok()).flatten())
+        .filter_map(|m| match m {
+            DcMessage::MediaMap(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        maps.iter()
+            .any(|e| e.iter().any(|(_, t, s)| t == "screen" && s == "sess-a")),
+        "{maps:?}"
+    );
+
+    // screen_off: the client removes its track, the receiver's m-line goes inactive.
+    net.stop_video(a);
+    net.sfu.set_screen_stream("sess-a", None).unwrap();
+    net.run(Duration::from_millis(500));
+    let last = net.clients[b].offers.last().unwrap().clone();
+    assert!(last.contains("a=inactive"), "{last}");
+    let got = net.clients[b].video.len();
+
+    // Sharing again works, on a new m-line, with the same extension ids throughout.
+    net.sfu
+        .set_screen_stream("sess-a", Some("screen-2".into()))
+        .unwrap();
+    net.add_video(a, "screen-2");
+    net.run(Duration::from_millis(300));
+    net.send_video(a, Duration::from_secs(1), &mut frames);
+    assert!(net.clients[b].video.len() > got + 10);
+    assert!(net.clients[b].offers.len() >= 3);
+    assert_stable_extmaps(&net.clients[b].offers);
+    // Audio kept flowing through all of it.
+    let heard = net.clients[b].received.len();
+    net.talk(a, Duration::from_millis(500), &mut n);
+    assert!(net.clients[b].received.len() > heard + 10);
+}
+
+#[test]
+fn lost_video_packets_are_recovered_by_nack() {
+    let mut net = Net::new();
+    let a = net.join("call-1", "sess-a", "1.1.1.1:1000", false);
+    let b = net.join("call-1", "sess-b", "2.2.2.2:2000", false);
+    net.run(Duration::from_secs(1));
+    net.sfu
+        .set_screen_stream("sess-a", Some("screen-1".into()))
+        .unwrap();
+    net.add_video(a, "screen-1");
+    net.run(Duration::from_millis(500));
+    // One RTP packet in 10 lost on the way in (A→SFU) and on the way out (SFU→B).
+    net.lose_every.insert("1.1.1.1:1000".parse().unwrap(), 10);
+    net.lose_every.insert("2.2.2.2:2000".parse().unwrap(), 10);
+    let mut frames = 0;
+    net.send_video(a, Duration::from_secs(5), &mut frames);
+    net.run(Duration::from_secs(2));
+    let mut got: Vec<u32> = net.clients[b]
+        .video
+        .iter()
+        .map(|f| u32::from_be_bytes(f[..4].try_into().unwrap()))
+        .collect();
+    got.sort_unstable();
+    got.dedup();
+    // Frames sent before B's answer landed may be missing; after that, none.
+    let first = got.first().copied().unwrap_or(u32::MAX);
+    assert!(first <= 5, "B started at frame {first}");
+    let expected: Vec<u32> = (first..=frames).collect();
+    assert_eq!(got, expected, "frames lost for good despite NACK");
+    assert!(
+        net.rtp_lost() > 50,
+        "the loss rule dropped {}",
+        net.rtp_lost()
+    );
+}
+
+#[test]
+fn a_client_that_never_finishes_dtls_is_closed_and_others_carry_on() {
+    let mut net = Net::new();
+    let a = net.join("call-1", "sess-a", "1.1.1.1:1000", true);
+    let b = net.join("call-1", "sess-b", "2.2.2.2:2000", false);
+    net.block_dtls_from.insert("3.3.3.3:3000".parse().unwrap());
+    let c = net.join("call-1", "sess-c", "3.3.3.3:3000", false);
+    net.sfu.set_muted("sess-a", false).unwrap();
+    net.run(Duration::from_secs(29));
+    assert!(!net.clients[c].rtc.is_connected());
+    assert!(net.closed.is_empty(), "closed too early: {:?}", net.closed);
+    net.run(Duration::from_secs(2));
+    assert_eq!(net.closed, vec!["sess-c".to_string()]);
+    assert_eq!(net.sfu.session_count(), 2);
+    let mut n = 0;
+    net.talk(a, Duration::from_secs(1), &mut n);
+    assert!(net.clients[b].received.len() > 30);
+}
+
+#[test]
+fn data_channel_ping_lock_and_garbage() {
+    let mut net = Net::new();
+    let a = net.join("call-1", "sess-a", "1.1.1.1:1000", true);
+    let b = net.join("call-1", "sess-b", "2.2.2.2:2000", false);
+    net.sfu.set_muted("sess-a", false).unwrap();
+    net.run(Duration::from_secs(1));
+    let replies =
+        |net: &Net, i: usize| -> Vec<(bool, Vec<u8>)> { net.clients[i].dc_received.clone() };
+
+    net.dc_send(b, false, b"ping");
+    net.dc_send(b, true, &DcMessage::Ping.encode());
+    net.dc_send(b, true, &[0xcc, 0x01]); // Go's uint8 form
+    net.dc_send(b, true, &[0xc1, 0xff, 0x00]); // garbage
+    net.dc_send(b, true, &DcMessage::Sdp(b"not zlib".to_vec()).encode());
+    net.dc_send(b, true, &DcMessage::Lock.encode());
+    net.dc_send(b, true, &DcMessage::Lock.encode());
+    net.run(Duration::from_millis(200));
+    let got = replies(&net, b);
+    assert!(got.contains(&(false, b"pong".to_vec())), "{got:?}");
+    let binary: Vec<DcMessage> = got
+        .iter()
+        .filter(|(bin, _)| *bin)
+        .filter_map(|(_, d)| DcMessage::decode(d).ok())
+        .collect();
+    assert_eq!(binary.iter().filter(|m| **m == DcMessage::Pong).count(), 2);
+    let locks: Vec<&DcMessage> = binary
+        .iter()
+        .filter(|m| matches!(m, DcMessage::LockResponse(_)))
+        .collect();
+    assert_eq!(
+        locks,
+        vec![
+            &DcMessage::LockResponse(true),
+            &DcMessage::LockResponse(false)
+        ]
+    );
+
+    // While B holds the lock, the server makes no offer to B.
+    let offers = net.clients[b].offers.len();
+    net.sfu.set_muted("sess-b", false).unwrap();
+    net.sfu
+        .set_screen_stream("sess-a", Some("screen-1".into()))
+        .unwrap();
+    net.add_video(a, "screen-1");
+    net.run(Duration::from_millis(500));
+    assert_eq!(
+        net.clients[b].offers.len(),
+        offers,
+        "offer during client lock"
+    );
+    net.dc_send(b, true, &DcMessage::Unlock.encode());
+    net.run(Duration::from_millis(300));
+    assert_eq!(
+        net.clients[b].offers.len(),
+        offers + 1,
+        "offer after unlock"
+    );
+
+    // The session survived all of it: audio still flows.
+    let heard = net.clients[b].received.len();
+    let mut n = 0;
+    net.talk(a, Duration::from_millis(500), &mut n);
+    assert!(net.clients[b].received.len() > heard + 10);
 }

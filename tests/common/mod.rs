@@ -83,6 +83,8 @@ pub struct HostProc {
     pub dir: tempfile::TempDir,
     pub db_url: String,
     pub http: reqwest::Client,
+    /// The plugin's RTC port (UDP and ICE-TCP).
+    pub rtc_port: u16,
 }
 
 impl Drop for HostProc {
@@ -165,6 +167,7 @@ impl HostProc {
             dir,
             db_url,
             http: reqwest::Client::new(),
+            rtc_port,
         }
     }
 
