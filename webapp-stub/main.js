@@ -128,8 +128,9 @@
 
   // --- the peer connection (the RTCPeer role of calls-common) -----------------------
   class CallsPeer {
-    constructor(iceServers, dcSignaling) {
+    constructor(iceServers, dcSignaling, simulcast) {
       this.dcSignaling = dcSignaling;
+      this.simulcast = simulcast;
       this.mediaMap = {};
       this.pendingCandidates = [];
       this.voiceSender = null;
@@ -242,9 +243,12 @@
       send('screen_on', { data: JSON.stringify({ screenStreamID: stream.id }) });
       for (const track of stream.getTracks()) {
         if (track.kind === 'video') {
-          this.screenSenders.push(this.pc.addTransceiver(track, {
-            direction: 'sendonly', streams: [stream], sendEncodings: [{ maxBitrate: 1000000, maxFramerate: 10 }],
-          }).sender);
+          // With EnableSimulcast: a low (5 fps) and a high (20 fps) layer at the same
+          // resolution; the server picks one per receiver.
+          const sendEncodings = this.simulcast
+            ? [{ rid: 'l', maxBitrate: 500000, maxFramerate: 5, scaleResolutionDownBy: 1 }, { rid: 'h', maxBitrate: 2500000, maxFramerate: 20, scaleResolutionDownBy: 1 }]
+            : [{ maxBitrate: 1000000, maxFramerate: 10 }];
+          this.screenSenders.push(this.pc.addTransceiver(track, { direction: 'sendonly', streams: [stream], sendEncodings }).sender);
         } else {
           this.screenSenders.push(this.pc.addTrack(track, stream));
         }
@@ -276,7 +280,7 @@
     if (state.config.NeedsTURNCredentials) {
       try { servers = servers.concat(await api('GET', PLUGIN + '/turn-credentials')); } catch (e) { log('turn credentials: ' + e.message); }
     }
-    state.peer = new CallsPeer(servers, !!state.config.EnableDCSignaling);
+    state.peer = new CallsPeer(servers, !!state.config.EnableDCSignaling, !!state.config.EnableSimulcast);
   }
 
   // --- call state and UI -------------------------------------------------------------

@@ -17,12 +17,14 @@ mod peer;
 pub mod shell;
 #[doc(hidden)]
 pub mod sim;
+mod simulcast;
 pub mod tcp;
 mod vad;
 
 use datachannel::DcMessage;
 use observe::{NoObserver, RtcObserver, DIR_IN, DIR_OUT};
 use peer::{Cross, Inbound, OutTrack, Peer, PeerReport, PendingOffer, QueuedTrack};
+use simulcast::Layering;
 
 /// The group of sessions started by the plugin itself (rtcd: the client id).
 pub const DEFAULT_GROUP: &str = "default";
@@ -178,6 +180,8 @@ impl Sfu {
             .clear_codecs()
             .enable_opus(true, false)
             .enable_vp8(true)
+            // Receiver reports drive the simulcast layer choice.
+            .set_stats_interval(Some(Duration::from_secs(1)))
             .build(now);
         for (addr, proto) in &self.config.host_candidates {
             let c = match proto {
@@ -595,6 +599,11 @@ impl Sfu {
                         continue;
                     };
                     let (track, stream_id) = peer.classify(mid, kind);
+                    let rids: std::sync::Arc<[str0m::media::Rid]> =
+                        match peer.rtc.media(mid).map(|m| m.rids_rx()) {
+                            Some(str0m::media::Rids::Specific(v)) => v.clone().into(),
+                            _ => Vec::new().into(),
+                        };
                     if track.is_none() {
                         tracing::debug!(session_id = src, %mid, stream_id, "video of an unannounced stream held back");
                     }
@@ -604,6 +613,7 @@ impl Sfu {
                             kind,
                             track,
                             vad: Default::default(),
+                            rids,
                         },
                     );
                     if let Some(track) = track {
@@ -620,19 +630,32 @@ impl Sfu {
                     }
                 }
                 Cross::Answered(sid, mids) => self.request_keyframes(&sid, &mids),
+                Cross::Loss(sid, mid, loss) => {
+                    let layers = self
+                        .peers
+                        .get_mut(&sid)
+                        .and_then(|p| p.outbound_source.get_mut(&mid))
+                        .and_then(|o| o.layers.as_mut());
+                    if let Some(l) = layers {
+                        l.on_loss(now, loss);
+                    }
+                }
                 Cross::Media(src, data) => self.forward(now, &src, data),
                 Cross::Keyframe(dst, local, kind) => {
                     let Some(p) = self.peers.get(&dst) else {
                         continue;
                     };
-                    let Some(o) = p.outbound_source.get(&local).cloned() else {
+                    let Some(o) = p.outbound_source.get(&local) else {
                         continue;
                     };
-                    if let Some(s) = self.peers.get_mut(&o.source) {
-                        if let Some(mut w) = s.rtc.writer(o.source_mid) {
-                            let _ = w.request_keyframe(None, kind);
+                    // A layered source is asked for the layer this subscriber gets.
+                    let rid = o.layers.as_ref().and_then(|l| l.current());
+                    let (src, src_mid) = (o.source.clone(), o.source_mid);
+                    if let Some(s) = self.peers.get_mut(&src) {
+                        if let Some(mut w) = s.rtc.writer(src_mid) {
+                            let _ = w.request_keyframe(rid, kind);
                         }
-                        self.dirty.insert(o.source);
+                        self.dirty.insert(src);
                     }
                 }
             }
@@ -660,6 +683,9 @@ impl Sfu {
                 self.voice.push((src.to_string(), on));
             }
         }
+        let rids = data.rid.map(|_| inb.rids.clone());
+        let keyframe = data.is_keyframe();
+        let mut keyframe_requests: Vec<str0m::media::Rid> = Vec::new();
         let call = sender.call_id.clone();
         let key = (src.to_string(), data.mid);
         for other in self.calls.get(&call).into_iter().flatten() {
@@ -672,6 +698,24 @@ impl Sfu {
             let Some(&local) = p.outbound.get(&key) else {
                 continue;
             };
+            // Simulcast: only the subscriber's layer goes through, rebased.
+            let mut time = data.time;
+            if let (Some(rid), Some(rids)) = (data.rid, &rids) {
+                let Some(o) = p.outbound_source.get_mut(&local) else {
+                    continue;
+                };
+                let layers = o.layers.get_or_insert_with(|| Layering::new(rids));
+                let d = layers.on_frame(now, rid, keyframe, data.time);
+                if let Some(r) = d.request_keyframe {
+                    if !keyframe_requests.contains(&r) {
+                        keyframe_requests.push(r);
+                    }
+                }
+                match d.forward {
+                    Some(t) => time = t,
+                    None => continue,
+                }
+            }
             let Some(w) = p.rtc.writer(local) else {
                 continue;
             };
@@ -686,7 +730,7 @@ impl Sfu {
             let t0 = (self.writes % WRITE_SAMPLE == 0)
                 .then(|| self.observer.clock())
                 .flatten();
-            if let Err(e) = w.write(pt, data.network_time, data.time, data.data.clone()) {
+            if let Err(e) = w.write(pt, data.network_time, time, data.data.clone()) {
                 tracing::debug!(session_id = other, error = %e, "forward write failed");
                 p.reports.push(PeerReport::Error("rtp"));
             }
@@ -697,6 +741,16 @@ impl Sfu {
             }
             p.rtp.add(DIR_OUT, track.index(), data.data.len());
             self.dirty.insert(other.clone());
+        }
+        if !keyframe_requests.is_empty() {
+            if let Some(s) = self.peers.get_mut(src) {
+                for rid in keyframe_requests {
+                    if let Some(mut w) = s.rtc.writer(data.mid) {
+                        let _ = w.request_keyframe(Some(rid), KeyframeRequestKind::Pli);
+                    }
+                }
+                self.dirty.insert(src.to_string());
+            }
         }
     }
 
@@ -744,6 +798,7 @@ impl Sfu {
                         source: q.source.clone(),
                         source_mid: q.source_mid,
                         track: q.track,
+                        layers: None,
                     },
                 );
             }
@@ -775,6 +830,23 @@ impl Sfu {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+impl Sfu {
+    /// The layers a subscriber wants from its simulcast subscriptions.
+    pub(crate) fn wanted_layers(&self, subscriber: &str) -> Vec<String> {
+        self.peers
+            .get(subscriber)
+            .map(|p| {
+                p.outbound_source
+                    .values()
+                    .filter_map(|o| o.layers.as_ref())
+                    .map(|l| l.want().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 

@@ -12,6 +12,7 @@ use str0m::{Event, IceConnectionState, Output as RtcOutput, Rtc};
 
 use super::datachannel::{deflate_sdp, inflate_sdp, DcMessage};
 use super::observe::RtpCounts;
+use super::simulcast::Layering;
 use super::vad::Vad;
 use super::{Output, SfuError, TrackType};
 
@@ -24,6 +25,8 @@ pub(super) struct Inbound {
     /// video is not forwarded (as upstream).
     pub track: Option<TrackType>,
     pub vad: Vad,
+    /// Simulcast layers the publisher announced (empty without simulcast).
+    pub rids: std::sync::Arc<[str0m::media::Rid]>,
 }
 
 /// A forwarded track waiting for a server offer.
@@ -41,6 +44,8 @@ pub(super) struct OutTrack {
     pub source: String,
     pub source_mid: Mid,
     pub track: TrackType,
+    /// The subscriber's simulcast layer choice, from its first layered frame on.
+    pub layers: Option<Layering>,
 }
 
 /// Our offer in flight, with what it changes, to undo if it is never answered.
@@ -99,6 +104,8 @@ pub(super) enum Cross {
     Stopped(String, Mid),
     /// The client answered our offer: new subscriptions need a keyframe.
     Answered(String, Vec<Mid>),
+    /// A receiver report's loss fraction for one of our send-only mids.
+    Loss(String, Mid, f32),
 }
 
 impl Peer {
@@ -322,6 +329,11 @@ impl Peer {
                     }
                 }
                 Event::MediaData(d) => cross.push(Cross::Media(sid.to_string(), d)),
+                Event::MediaEgressStats(s) => {
+                    if let Some(loss) = s.loss {
+                        cross.push(Cross::Loss(sid.to_string(), s.mid, loss));
+                    }
+                }
                 Event::KeyframeRequest(r) => {
                     cross.push(Cross::Keyframe(sid.to_string(), r.mid, r.kind))
                 }

@@ -23,8 +23,12 @@ pub struct Client {
     /// Payloads received, when `keep_payloads` (else only counted).
     pub received: Vec<Vec<u8>>,
     pub received_count: usize,
-    /// Video frames received (payloads).
+    /// Video frames received (payloads) and their RTP times (source clock ticks).
     pub video: Vec<Vec<u8>>,
+    pub video_times: Vec<u64>,
+    /// Simulcast layers of its video sender; a keyframe was asked for.
+    pub video_rids: Vec<str0m::media::Rid>,
+    pub keyframe_wanted: bool,
     pub track_ids: Vec<String>,
     /// Every server offer this client got, in order.
     pub offers: Vec<String>,
@@ -117,6 +121,9 @@ impl Net {
             received: Vec::new(),
             received_count: 0,
             video: Vec::new(),
+            video_times: Vec::new(),
+            video_rids: Vec::new(),
+            keyframe_wanted: false,
             track_ids: Vec::new(),
             offers: Vec::new(),
             video_mid: None,
@@ -145,6 +152,7 @@ impl Net {
                             .is_some_and(|m| m.kind() == MediaKind::Video);
                         if video {
                             c.video.push(d.data.to_vec());
+                            c.video_times.push(d.time.numer());
                         } else {
                             c.received_count += 1;
                             if keep {
@@ -153,6 +161,7 @@ impl Net {
                         }
                     }
                     RtcOutput::Event(Event::ChannelOpen(id, _)) => c.dc = Some(id),
+                    RtcOutput::Event(Event::KeyframeRequest(_)) => c.keyframe_wanted = true,
                     RtcOutput::Event(Event::ChannelData(d)) => {
                         c.dc_received.push((d.binary, d.data.to_vec()))
                     }
@@ -266,14 +275,27 @@ impl Net {
 
     /// The client adds a video sender on `stream_id` (renegotiation from its side).
     pub fn add_video(&mut self, i: usize, stream_id: &str) -> Mid {
+        self.add_video_layers(i, stream_id, &[])
+    }
+
+    /// As `add_video`, sending simulcast layers with these rids (empty: no simulcast).
+    pub fn add_video_layers(&mut self, i: usize, stream_id: &str, rids: &[&str]) -> Mid {
         let c = &mut self.clients[i];
+        c.video_rids = rids.iter().map(|r| str0m::media::Rid::from(*r)).collect();
+        let simulcast = (!rids.is_empty()).then(|| {
+            let mut s = str0m::media::Simulcast::new();
+            for r in rids {
+                s.add_send_layer(str0m::media::SimulcastLayer::new(r));
+            }
+            s
+        });
         let mut api = c.rtc.sdp_api();
         let mid = api.add_media(
             MediaKind::Video,
             Direction::SendOnly,
             Some(stream_id.to_string()),
             Some(format!("{stream_id}-video")),
-            None,
+            simulcast,
         );
         let (offer, pending) = api.apply().unwrap();
         c.video_mid = Some(mid);
@@ -305,22 +327,38 @@ impl Net {
     }
 
     /// VP8-packetized frames of ~3 KB (several packets each) at 20 fps from client `i`
-    /// for `d`; the frame number is in the first four payload bytes.
+    /// for `d`, on every simulcast layer if it has some. Payload: byte 0 is VP8's
+    /// inverse keyframe bit (a keyframe every second and when asked), bytes 1..5 the
+    /// frame number, byte 5 the layer's rid initial.
     pub fn send_video(&mut self, i: usize, d: Duration, counter: &mut u32) {
         let end = self.now + d;
         while self.now < end {
             let c = &mut self.clients[i];
             let mid = c.video_mid.unwrap();
-            if let Some(w) = c.rtc.writer(mid) {
+            *counter += 1;
+            let key = c.keyframe_wanted || *counter % 20 == 1;
+            c.keyframe_wanted = false;
+            let layers: Vec<Option<str0m::media::Rid>> = if c.video_rids.is_empty() {
+                vec![None]
+            } else {
+                c.video_rids.iter().copied().map(Some).collect()
+            };
+            for rid in layers {
+                let Some(w) = c.rtc.writer(mid) else { break };
                 let pt = w
                     .payload_params()
                     .find(|p| p.spec().codec == str0m::format::Codec::Vp8)
                     .unwrap()
                     .pt();
-                *counter += 1;
                 let ts = MediaTime::new(u64::from(*counter) * 4500, Frequency::NINETY_KHZ);
-                let mut frame = counter.to_be_bytes().to_vec();
+                let mut frame = vec![u8::from(!key)];
+                frame.extend_from_slice(&counter.to_be_bytes());
+                frame.push(rid.map(|r| r.as_bytes()[0]).unwrap_or(b'-'));
                 frame.resize(3000, 0x5a);
+                let w = match rid {
+                    Some(r) => w.rid(r),
+                    None => w,
+                };
                 w.write(pt, self.now, ts, frame).unwrap();
             }
             for _ in 0..10 {

@@ -230,7 +230,7 @@ fn lost_video_packets_are_recovered_by_nack() {
     let mut got: Vec<u32> = net.clients[b]
         .video
         .iter()
-        .map(|f| u32::from_be_bytes(f[..4].try_into().unwrap()))
+        .map(|f| u32::from_be_bytes(f[1..5].try_into().unwrap()))
         .collect();
     got.sort_unstable();
     got.dedup();
@@ -329,4 +329,69 @@ fn data_channel_ping_lock_and_garbage() {
     let mut n = 0;
     net.talk(a, Duration::from_millis(500), &mut n);
     assert!(net.clients[b].received.len() > heard + 10);
+}
+
+#[test]
+fn simulcast_subscriber_moves_between_layers_on_keyframes() {
+    let mut net = Net::new();
+    let a = net.join("call-1", "sess-a", "1.1.1.1:1000", false);
+    let b = net.join("call-1", "sess-b", "2.2.2.2:2000", false);
+    net.run(Duration::from_secs(1));
+    net.sfu
+        .set_screen_stream("sess-a", Some("screen-1".into()))
+        .unwrap();
+    net.add_video_layers(a, "screen-1", &["h", "l"]);
+    net.run(Duration::from_millis(500));
+    let layer = |f: &Vec<u8>| f[5] as char;
+    let is_key = |f: &Vec<u8>| f[0] == 0;
+    let mut n = 0;
+
+    // A new subscriber starts on the low layer.
+    net.send_video(a, Duration::from_secs(2), &mut n);
+    let v = &net.clients[b].video;
+    assert!(v.len() > 10, "B got {} frames", v.len());
+    assert!(v.iter().all(|f| layer(f) == 'l'), "high before any report");
+    assert!(is_key(&v[0]), "started on a non-keyframe");
+
+    // Clean receiver reports: up to the high layer, entering on a keyframe.
+    net.send_video(a, Duration::from_secs(8), &mut n);
+    let v = net.clients[b].video.clone();
+    let up = v
+        .iter()
+        .position(|f| layer(f) == 'h')
+        .expect("never moved up");
+    assert!(is_key(&v[up]), "moved up on a non-keyframe");
+    assert!(v[up..].iter().all(|f| layer(f) == 'h'), "flapped back down");
+
+    // Heavy loss towards B: back down to the low layer, again on a keyframe (the loss
+    // stops once the SFU decided, so that B sees what the SFU sent).
+    net.lose_every.insert("2.2.2.2:2000".parse().unwrap(), 3);
+    for _ in 0..400 {
+        net.send_video(a, Duration::from_millis(50), &mut n);
+        if net.sfu.wanted_layers("sess-b") == ["l"] {
+            break;
+        }
+    }
+    assert_eq!(
+        net.sfu.wanted_layers("sess-b"),
+        ["l"],
+        "loss never moved B down"
+    );
+    net.lose_every.clear();
+    net.send_video(a, Duration::from_secs(2), &mut n);
+    let v = net.clients[b].video.clone();
+    let down = v[up..]
+        .iter()
+        .position(|f| layer(f) == 'l')
+        .map(|p| p + up)
+        .expect("never moved down");
+    assert!(is_key(&v[down]), "moved down on a non-keyframe");
+    assert_eq!(layer(v.last().unwrap()), 'l');
+
+    // One continuous RTP clock for B across both switches.
+    let t = &net.clients[b].video_times;
+    assert!(
+        t.windows(2).all(|w| w[1] >= w[0] && w[1] - w[0] < 90_000),
+        "clock jumped: {t:?}"
+    );
 }
