@@ -76,6 +76,14 @@ async fn start_rtc_server(
         tcp: Some(std::net::SocketAddr::new(tcp_ip, cfg.TCPServerPort as u16)),
         advertised_ip: advertised,
         advertised_udp_port: port,
+        // With an override the admin said where clients reach us: no STUN at all.
+        stun_server: if cfg.ICEHostOverride.is_empty() {
+            crate::sfu::stun_discovery::stun_server(
+                cfg.ICEServersConfigs.iter().map(|s| s.urls.as_slice()),
+            )
+        } else {
+            None
+        },
     };
     crate::sfu::shell::RtcServer::start(addrs, Box::new(metrics.rtc.clone()), notes)
         .await

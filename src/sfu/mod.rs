@@ -18,6 +18,7 @@ pub mod shell;
 #[doc(hidden)]
 pub mod sim;
 mod simulcast;
+pub mod stun_discovery;
 pub mod tcp;
 mod vad;
 

@@ -83,6 +83,9 @@ pub struct RtcAddrs {
     pub advertised_ip: IpAddr,
     /// Advertised with the UDP candidate instead of the bound port (port forwarding).
     pub advertised_udp_port: Option<u16>,
+    /// Ask this STUN server (`host:port`) for the public address to advertise
+    /// (no ICE host override set).
+    pub stun_server: Option<String>,
 }
 
 impl RtcServer {
@@ -105,6 +108,23 @@ impl RtcServer {
         sock.bind(&bind.into())?;
         let socket = UdpSocket::from_std(sock.into())?;
         let local_addr = socket.local_addr()?;
+        let mut advertised_ip = addrs.advertised_ip;
+        if let Some(server) = &addrs.stun_server {
+            let limit = std::time::Duration::from_secs(3);
+            match super::stun_discovery::discover(&socket, server, limit).await {
+                Ok(ip) => {
+                    tracing::info!(%ip, server, "public address discovered by STUN");
+                    advertised_ip = ip;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, fallback = %advertised_ip, "STUN discovery failed, advertising the local address")
+                }
+            }
+        }
+        let addrs = RtcAddrs {
+            advertised_ip,
+            ..addrs
+        };
         let advertised = SocketAddr::new(
             addrs.advertised_ip,
             addrs.advertised_udp_port.unwrap_or(local_addr.port()),
