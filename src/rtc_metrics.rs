@@ -92,7 +92,7 @@ impl RtcMetrics {
                 h(
                     "connection_time",
                     "Time taken to establish RTC connections.",
-                    &LATENCY_BUCKETS,
+                    prometheus::DEFAULT_BUCKETS,
                 ),
                 &["groupID"],
             )?,
@@ -100,7 +100,7 @@ impl RtcMetrics {
                 h(
                     "dc_open_time",
                     "Time taken to open the data channel.",
-                    &LATENCY_BUCKETS,
+                    prometheus::DEFAULT_BUCKETS,
                 ),
                 &["groupID"],
             )?,
@@ -197,7 +197,7 @@ mod tests {
         let m = RtcMetrics::register(&r, "rtcd").unwrap();
         m.session("default", 1);
         m.rtp("default", "in", "voice", 3, 300);
-        m.tracks("default", "out", "screen", 1);
+        m.tracks("default", "out", "video/VP8", 1);
         let text = String::from_utf8(
             prometheus::TextEncoder::new()
                 .encode_to_string(&r.gather())
@@ -209,7 +209,7 @@ mod tests {
             "rtcd_rtc_sessions_total{groupID=\"default\"} 1",
             "rtcd_rtc_rtp_packets_total{direction=\"in\",groupID=\"default\",type=\"voice\"} 3",
             "rtcd_rtc_rtp_bytes_total{direction=\"in\",groupID=\"default\",type=\"voice\"} 300",
-            "rtcd_rtc_rtp_tracks_total{direction=\"out\",groupID=\"default\",type=\"screen\"} 1",
+            "rtcd_rtc_rtp_tracks_total{direction=\"out\",groupID=\"default\",type=\"video/VP8\"} 1",
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");
         }

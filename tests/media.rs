@@ -297,8 +297,8 @@ async fn two_participants_hear_each_other_through_the_integrated_sfu() {
         2.0,
         "{m}"
     );
-    assert_eq!(metric(&m, "mattermost_plugin_calls_rtc_rtp_tracks_total{direction=\"in\",groupID=\"default\",type=\"voice\"}"), 1.0, "{m}");
-    assert_eq!(metric(&m, "mattermost_plugin_calls_rtc_rtp_tracks_total{direction=\"out\",groupID=\"default\",type=\"voice\"}"), 1.0, "{m}");
+    assert_eq!(metric(&m, "mattermost_plugin_calls_rtc_rtp_tracks_total{direction=\"in\",groupID=\"default\",type=\"audio/opus\"}"), 1.0, "{m}");
+    assert_eq!(metric(&m, "mattermost_plugin_calls_rtc_rtp_tracks_total{direction=\"out\",groupID=\"default\",type=\"audio/opus\"}"), 1.0, "{m}");
     assert_eq!(
         metric(
             &m,
@@ -325,7 +325,7 @@ async fn two_participants_hear_each_other_through_the_integrated_sfu() {
         ) == 1.0
     })
     .await;
-    assert_eq!(metric(&m, "mattermost_plugin_calls_rtc_rtp_tracks_total{direction=\"out\",groupID=\"default\",type=\"voice\"}"), 0.0, "{m}");
+    assert_eq!(metric(&m, "mattermost_plugin_calls_rtc_rtp_tracks_total{direction=\"out\",groupID=\"default\",type=\"audio/opus\"}"), 0.0, "{m}");
 }
 
 /// The value of one sample line of a Prometheus exposition (0 when absent).

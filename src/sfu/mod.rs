@@ -86,6 +86,22 @@ impl TrackType {
         self as usize
     }
 
+    /// The MIME type upstream labels track gauges with.
+    pub fn mime(self) -> &'static str {
+        match self {
+            TrackType::Voice | TrackType::ScreenAudio => "audio/opus",
+            TrackType::Screen | TrackType::Video => "video/VP8",
+        }
+    }
+
+    /// The write-time histogram's type (camera video is recorded as screen).
+    pub fn write_kind(self) -> &'static str {
+        match self {
+            TrackType::Video => "screen",
+            t => t.prefix(),
+        }
+    }
+
     pub fn prefix(self) -> &'static str {
         match self {
             TrackType::Voice => "voice",
@@ -240,11 +256,10 @@ impl Sfu {
             self.observer.conn_state("closed");
         }
         for i in peer.inbound.values().filter_map(|i| i.track) {
-            self.observer.tracks(&peer.group, "in", i.prefix(), -1);
+            self.observer.tracks(&peer.group, "in", i.mime(), -1);
         }
         for o in peer.outbound_source.values() {
-            self.observer
-                .tracks(&peer.group, "out", o.track.prefix(), -1);
+            self.observer.tracks(&peer.group, "out", o.track.mime(), -1);
         }
         peer.rtp
             .flush(&peer.group, &*self.observer, TrackType::PREFIXES);
@@ -278,7 +293,7 @@ impl Sfu {
         let peer = self.peer(session_id)?;
         let r = peer.accept_offer(sdp);
         if r.is_err() {
-            peer.reports.push(PeerReport::Error("sdp"));
+            peer.reports.push(PeerReport::Error("signaling"));
         }
         r
     }
@@ -289,7 +304,7 @@ impl Sfu {
         let added = match peer.accept_answer(sdp) {
             Ok(a) => a,
             Err(e) => {
-                peer.reports.push(PeerReport::Error("sdp"));
+                peer.reports.push(PeerReport::Error("signaling"));
                 return Err(e);
             }
         };
@@ -349,7 +364,7 @@ impl Sfu {
                 self.unpublish(session_id, mid);
                 if let Some(p) = self.peers.get_mut(session_id) {
                     if let Some(t) = p.inbound.remove(&mid).and_then(|i| i.track) {
-                        self.observer.tracks(&p.group, "in", t.prefix(), -1);
+                        self.observer.tracks(&p.group, "in", t.mime(), -1);
                     }
                 }
             }
@@ -391,7 +406,7 @@ impl Sfu {
         }
         let group = peer.group.clone();
         for (mid, kind, track) in newly {
-            self.observer.tracks(&group, "in", track.prefix(), 1);
+            self.observer.tracks(&group, "in", track.mime(), 1);
             self.publish(session_id, mid, kind, track);
         }
     }
@@ -423,7 +438,7 @@ impl Sfu {
                 .retain(|q| !(q.source == src && q.source_mid == mid));
             if let Some(local) = p.outbound.remove(&(src.to_string(), mid)) {
                 if let Some(o) = p.outbound_source.remove(&local) {
-                    self.observer.tracks(&p.group, "out", o.track.prefix(), -1);
+                    self.observer.tracks(&p.group, "out", o.track.mime(), -1);
                 }
                 p.removing.push(local);
             }
@@ -492,7 +507,7 @@ impl Sfu {
         };
         if let Err(e) = peer.rtc.handle_input(input) {
             tracing::warn!(session_id = sid, error = %e, "rtc input failed");
-            self.observer.error(&peer.group, "rtc");
+            self.observer.error(&peer.group, "ice");
         }
         self.routes.insert(source, sid.clone());
         self.dirty.insert(sid);
@@ -618,7 +633,7 @@ impl Sfu {
                         },
                     );
                     if let Some(track) = track {
-                        self.observer.tracks(&peer.group, "in", track.prefix(), 1);
+                        self.observer.tracks(&peer.group, "in", track.mime(), 1);
                         self.publish(&src, mid, kind, track);
                     }
                 }
@@ -626,7 +641,7 @@ impl Sfu {
                     self.unpublish(&src, mid);
                     if let Some(p) = self.peers.get_mut(&src) {
                         if let Some(t) = p.inbound.remove(&mid).and_then(|i| i.track) {
-                            self.observer.tracks(&p.group, "in", t.prefix(), -1);
+                            self.observer.tracks(&p.group, "in", t.mime(), -1);
                         }
                     }
                 }
@@ -738,7 +753,7 @@ impl Sfu {
             if let (Some(t0), Some(t1)) = (t0, self.observer.clock()) {
                 let secs = t1.saturating_duration_since(t0).as_secs_f64();
                 self.observer
-                    .track_write_time(&p.group, track.prefix(), secs);
+                    .track_write_time(&p.group, track.write_kind(), secs);
             }
             p.rtp.add(DIR_OUT, track.index(), data.data.len());
             self.dirty.insert(other.clone());
@@ -790,8 +805,7 @@ impl Sfu {
                 continue;
             };
             for (mid, q) in &added {
-                self.observer
-                    .tracks(&peer.group, "out", q.track.prefix(), 1);
+                self.observer.tracks(&peer.group, "out", q.track.mime(), 1);
                 peer.outbound.insert((q.source.clone(), q.source_mid), *mid);
                 peer.outbound_source.insert(
                     *mid,

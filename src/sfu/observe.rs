@@ -5,13 +5,14 @@
 use std::time::Instant;
 
 /// Labels follow upstream: `group` is the rtcd client id ("default" in the plugin),
-/// `kind` a track type prefix, `direction` "in" or "out".
+/// `direction` "in" or "out"; track gauges are typed by MIME type, write times and
+/// RTP counts by track type.
 pub trait RtcObserver: Send {
     /// Sessions of a group went up (+1) or down (-1).
     fn session(&self, _group: &str, _delta: i64) {}
     /// A peer-connection state change ("connected", "disconnected", "closed", "failed").
     fn conn_state(&self, _state: &str) {}
-    /// An error of a kind ("sdp", "ice", "rtp", "dc", "rtc").
+    /// An error of a kind ("signaling", "ice", "rtp", "track", "signaling_lock_timeout").
     fn error(&self, _group: &str, _kind: &str) {}
     fn tracks(&self, _group: &str, _direction: &str, _kind: &str, _delta: i64) {}
     /// RTP packets and bytes since the last report.

@@ -209,7 +209,7 @@ impl Peer {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(session_id = sid, error = %e, "bad data channel message");
-                self.reports.push(PeerReport::Error("dc"));
+                self.reports.push(PeerReport::Error("signaling"));
                 return;
             }
         };
@@ -229,7 +229,7 @@ impl Peer {
             DcMessage::Sdp(bytes) => {
                 if let Err(e) = self.on_dc_sdp(sid, &bytes, cross) {
                     tracing::warn!(session_id = sid, error = %e, "data channel sdp refused");
-                    self.reports.push(PeerReport::Error("sdp"));
+                    self.reports.push(PeerReport::Error("signaling"));
                 }
             }
             DcMessage::LossRate(v) => self.reports.push(PeerReport::ClientStat("loss_rate", v)),
