@@ -249,6 +249,14 @@
             ? [{ rid: 'l', maxBitrate: 500000, maxFramerate: 5, scaleResolutionDownBy: 1 }, { rid: 'h', maxBitrate: 2500000, maxFramerate: 20, scaleResolutionDownBy: 1 }]
             : [{ maxBitrate: 1000000, maxFramerate: 10 }];
           this.screenSenders.push(this.pc.addTransceiver(track, { direction: 'sendonly', streams: [stream], sendEncodings }).sender);
+          // With AV1 on (and no simulcast): a second, AV1-only copy of the same track,
+          // for receivers that decode AV1; the server gives everyone else the VP8 one.
+          const av1 = av1Codecs();
+          if (state.av1 && av1.length) {
+            const t = this.pc.addTransceiver(track, { direction: 'sendonly', streams: [stream], sendEncodings: [{ maxBitrate: 1000000, maxFramerate: 10 }] });
+            t.setCodecPreferences(av1);
+            this.screenSenders.push(t.sender);
+          }
         } else {
           this.screenSenders.push(this.pc.addTrack(track, stream));
         }
@@ -327,7 +335,17 @@
     refreshCalls().catch((e) => log('refresh failed: ' + e.message));
   }
 
-  function join(channelID) { state.pendingJoin = channelID; send('join', { channelID, dcSignaling: !!state.config.EnableDCSignaling }); }
+  function av1Codecs() {
+    const caps = window.RTCRtpSender && RTCRtpSender.getCapabilities && RTCRtpSender.getCapabilities('video');
+    return caps ? caps.codecs.filter((c) => c.mimeType.toLowerCase() === 'video/av1') : [];
+  }
+
+  function join(channelID) {
+    // As the webapp: AV1 only when enabled, without simulcast, and decodable here.
+    state.av1 = !!state.config.EnableAV1 && !state.config.EnableSimulcast && av1Codecs().length > 0;
+    state.pendingJoin = channelID;
+    send('join', { channelID, dcSignaling: !!state.config.EnableDCSignaling, av1Support: state.av1 });
+  }
   function endCall() {
     if (state.peer) state.peer.close();
     state.peer = null; state.inCall = ''; state.sharing = false; state.talking = {};

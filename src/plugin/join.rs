@@ -257,6 +257,7 @@ async fn join(
             call_id: state.call.id.clone(),
             session_id: conn_id.to_string(),
             dc_signaling: data.dc_signaling && app.config().EnableDCSignaling,
+            av1: data.av1_support && app.config().EnableAV1,
         });
     }
 

@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Input, Rtc};
@@ -29,6 +30,47 @@ use simulcast::Layering;
 
 /// The group of sessions started by the plugin itself (rtcd: the client id).
 pub const DEFAULT_GROUP: &str = "default";
+
+/// What the join said about a session.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// Metrics group: the rtcd client id, "default" in the plugin.
+    pub group: String,
+    /// `dcSignaling`: our SDP goes over the data channel once it is open.
+    pub dc_signaling: bool,
+    /// `av1Support` (with AV1 enabled): receives the AV1 copy of a screen.
+    pub av1: bool,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            group: DEFAULT_GROUP.to_string(),
+            dc_signaling: false,
+            av1: false,
+        }
+    }
+}
+
+/// Which copy of a screen a receiver gets (as rtcd): the AV1 one when sender and
+/// receiver both support AV1 (the sender then sends both), else the VP8 one.
+fn receives(codec: Codec, sender_av1: bool, receiver_av1: bool) -> bool {
+    match codec {
+        Codec::Av1 => sender_av1 && receiver_av1,
+        Codec::Vp8 => !(sender_av1 && receiver_av1),
+        _ => true,
+    }
+}
+
+/// The MIME type upstream labels track gauges with.
+fn mime(codec: Codec) -> &'static str {
+    match codec {
+        Codec::Opus => "audio/opus",
+        Codec::Vp8 => "video/VP8",
+        Codec::Av1 => "video/AV1",
+        _ => "unknown",
+    }
+}
 /// One forwarded write in this many is timed for the write-time histogram.
 const WRITE_SAMPLE: u32 = 64;
 
@@ -84,14 +126,6 @@ impl TrackType {
 
     pub fn index(self) -> usize {
         self as usize
-    }
-
-    /// The MIME type upstream labels track gauges with.
-    pub fn mime(self) -> &'static str {
-        match self {
-            TrackType::Voice | TrackType::ScreenAudio => "audio/opus",
-            TrackType::Screen | TrackType::Video => "video/VP8",
-        }
     }
 
     /// The write-time histogram's type (camera video is recorded as screen).
@@ -177,17 +211,18 @@ impl Sfu {
         call_id: &str,
         session_id: &str,
     ) -> Result<(), SfuError> {
-        self.add_session_in_group(now, DEFAULT_GROUP, call_id, session_id)
+        self.add_session_with(now, call_id, session_id, SessionOptions::default())
     }
 
-    /// As `add_session`, for a session of an rtcd client (its metrics group).
-    pub fn add_session_in_group(
+    /// As `add_session`, with what the join announced.
+    pub fn add_session_with(
         &mut self,
         now: Instant,
-        group: &str,
         call_id: &str,
         session_id: &str,
+        opts: SessionOptions,
     ) -> Result<(), SfuError> {
+        let group = opts.group.as_str();
         if self.peers.contains_key(session_id) {
             return Err(SfuError::DuplicateSession(session_id.to_string()));
         }
@@ -197,6 +232,8 @@ impl Sfu {
             .clear_codecs()
             .enable_opus(true, false)
             .enable_vp8(true)
+            // Offered by AV1-capable clients as a second copy of the screen.
+            .enable_av1(true)
             // Receiver reports drive the simulcast layer choice.
             .set_stats_interval(Some(Duration::from_secs(1)))
             .build(now);
@@ -217,18 +254,24 @@ impl Sfu {
             }
         }
         let mut peer = Peer::new(group, call_id, rtc, now);
+        peer.dc_signaling = opts.dc_signaling;
+        peer.av1 = opts.av1;
         self.observer.session(group, 1);
         // Everything already published in the call goes to the newcomer.
         let members = self.calls.entry(call_id.to_string()).or_default();
         for other in members.iter() {
             if let Some(p) = self.peers.get(other) {
                 for (mid, inb) in &p.inbound {
-                    if let Some(track) = inb.track {
+                    let Some((track, codec)) = inb.published() else {
+                        continue;
+                    };
+                    if receives(codec, p.av1, peer.av1) {
                         peer.queued.push(QueuedTrack {
                             source: other.clone(),
                             source_mid: *mid,
                             kind: inb.kind,
                             track,
+                            codec,
                         });
                     }
                 }
@@ -237,12 +280,6 @@ impl Sfu {
         members.push(session_id.to_string());
         self.peers.insert(session_id.to_string(), peer);
         self.dirty.insert(session_id.to_string());
-        Ok(())
-    }
-
-    /// The client announced `dcSignaling` in its join: our SDP goes over the DC.
-    pub fn set_dc_signaling(&mut self, session_id: &str, on: bool) -> Result<(), SfuError> {
-        self.peer(session_id)?.dc_signaling = on;
         Ok(())
     }
 
@@ -255,11 +292,11 @@ impl Sfu {
         if peer.connected_at.is_some() {
             self.observer.conn_state("closed");
         }
-        for i in peer.inbound.values().filter_map(|i| i.track) {
-            self.observer.tracks(&peer.group, "in", i.mime(), -1);
+        for (_, codec) in peer.inbound.values().filter_map(|i| i.published()) {
+            self.observer.tracks(&peer.group, "in", mime(codec), -1);
         }
         for o in peer.outbound_source.values() {
-            self.observer.tracks(&peer.group, "out", o.track.mime(), -1);
+            self.observer.tracks(&peer.group, "out", mime(o.codec), -1);
         }
         peer.rtp
             .flush(&peer.group, &*self.observer, TrackType::PREFIXES);
@@ -361,12 +398,7 @@ impl Sfu {
                 .map(|(m, _)| *m)
                 .collect();
             for mid in gone {
-                self.unpublish(session_id, mid);
-                if let Some(p) = self.peers.get_mut(session_id) {
-                    if let Some(t) = p.inbound.remove(&mid).and_then(|i| i.track) {
-                        self.observer.tracks(&p.group, "in", t.mime(), -1);
-                    }
-                }
+                self.drop_inbound(session_id, mid);
             }
         }
         self.reclassify(session_id);
@@ -390,43 +422,63 @@ impl Sfu {
             return;
         };
         let mut newly = Vec::new();
-        for (mid, kind) in peer
+        let pending: Vec<(Mid, MediaKind)> = peer
             .inbound
             .iter()
             .filter(|(_, i)| i.track.is_none())
             .map(|(m, i)| (*m, i.kind))
-            .collect::<Vec<_>>()
-        {
+            .collect();
+        for (mid, kind) in pending {
             if let (Some(track), _) = peer.classify(mid, kind) {
                 if let Some(i) = peer.inbound.get_mut(&mid) {
                     i.track = Some(track);
                 }
-                newly.push((mid, kind, track));
+                newly.push(mid);
             }
         }
-        let group = peer.group.clone();
-        for (mid, kind, track) in newly {
-            self.observer.tracks(&group, "in", track.mime(), 1);
-            self.publish(session_id, mid, kind, track);
+        for mid in newly {
+            self.publish(session_id, mid);
         }
     }
 
-    /// Queues a publisher's track for every other participant of its call.
-    fn publish(&mut self, src: &str, mid: Mid, kind: MediaKind, track: TrackType) {
-        let Some(call) = self.peers.get(src).map(|p| p.call_id.clone()) else {
+    /// Offers a publisher's track (once classified and its codec known) to the other
+    /// participants of its call that should receive it.
+    fn publish(&mut self, src: &str, mid: Mid) {
+        let Some(sender) = self.peers.get(src) else {
             return;
         };
+        let Some(inb) = sender.inbound.get(&mid) else {
+            return;
+        };
+        let Some((track, codec)) = inb.published() else {
+            return;
+        };
+        let (kind, sender_av1, call) = (inb.kind, sender.av1, sender.call_id.clone());
+        self.observer.tracks(&sender.group, "in", mime(codec), 1);
         for other in self.calls.get(&call).into_iter().flatten() {
             if other == src {
                 continue;
             }
             if let Some(p) = self.peers.get_mut(other) {
-                p.queued.push(QueuedTrack {
-                    source: src.to_string(),
-                    source_mid: mid,
-                    kind,
-                    track,
-                });
+                if receives(codec, sender_av1, p.av1) {
+                    p.queued.push(QueuedTrack {
+                        source: src.to_string(),
+                        source_mid: mid,
+                        kind,
+                        track,
+                        codec,
+                    });
+                }
+            }
+        }
+    }
+
+    /// A publisher's track is gone (screen off, m-line stopped).
+    fn drop_inbound(&mut self, src: &str, mid: Mid) {
+        self.unpublish(src, mid);
+        if let Some(p) = self.peers.get_mut(src) {
+            if let Some((_, codec)) = p.inbound.remove(&mid).and_then(|i| i.published()) {
+                self.observer.tracks(&p.group, "in", mime(codec), -1);
             }
         }
     }
@@ -438,7 +490,7 @@ impl Sfu {
                 .retain(|q| !(q.source == src && q.source_mid == mid));
             if let Some(local) = p.outbound.remove(&(src.to_string(), mid)) {
                 if let Some(o) = p.outbound_source.remove(&local) {
-                    self.observer.tracks(&p.group, "out", o.track.mime(), -1);
+                    self.observer.tracks(&p.group, "out", mime(o.codec), -1);
                 }
                 p.removing.push(local);
             }
@@ -630,21 +682,14 @@ impl Sfu {
                             track,
                             vad: Default::default(),
                             rids,
+                            // Audio is Opus, the only audio codec; video waits for its
+                            // first frame to tell VP8 from AV1.
+                            codec: (kind == MediaKind::Audio).then_some(Codec::Opus),
                         },
                     );
-                    if let Some(track) = track {
-                        self.observer.tracks(&peer.group, "in", track.mime(), 1);
-                        self.publish(&src, mid, kind, track);
-                    }
+                    self.publish(&src, mid);
                 }
-                Cross::Stopped(src, mid) => {
-                    self.unpublish(&src, mid);
-                    if let Some(p) = self.peers.get_mut(&src) {
-                        if let Some(t) = p.inbound.remove(&mid).and_then(|i| i.track) {
-                            self.observer.tracks(&p.group, "in", t.mime(), -1);
-                        }
-                    }
-                }
+                Cross::Stopped(src, mid) => self.drop_inbound(&src, mid),
                 Cross::Answered(sid, mids) => self.request_keyframes(&sid, &mids),
                 Cross::Loss(sid, mid, loss) => {
                     let layers = self
@@ -690,6 +735,12 @@ impl Sfu {
         let Some(track) = inb.track else {
             return;
         };
+        if inb.codec.is_none() {
+            // The first frame of a video track tells its codec: offer it now.
+            inb.codec = Some(data.params.spec().codec);
+            self.publish(src, data.mid);
+            return;
+        }
         sender.rtp.add(DIR_IN, track.index(), data.data.len());
         if track == TrackType::Voice {
             if muted {
@@ -805,7 +856,7 @@ impl Sfu {
                 continue;
             };
             for (mid, q) in &added {
-                self.observer.tracks(&peer.group, "out", q.track.mime(), 1);
+                self.observer.tracks(&peer.group, "out", mime(q.codec), 1);
                 peer.outbound.insert((q.source.clone(), q.source_mid), *mid);
                 peer.outbound_source.insert(
                     *mid,
@@ -813,6 +864,7 @@ impl Sfu {
                         source: q.source.clone(),
                         source_mid: q.source_mid,
                         track: q.track,
+                        codec: q.codec,
                         layers: None,
                     },
                 );

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
+use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
 use str0m::{Event, IceConnectionState, Output as RtcOutput, Rtc};
 
@@ -27,6 +28,16 @@ pub(super) struct Inbound {
     pub vad: Vad,
     /// Simulcast layers the publisher announced (empty without simulcast).
     pub rids: std::sync::Arc<[str0m::media::Rid]>,
+    /// The codec that flows (video: known from the first frame, which is when the
+    /// track is offered to receivers, since the codec decides who gets it).
+    pub codec: Option<Codec>,
+}
+
+impl Inbound {
+    /// Offered to receivers (classified, codec known).
+    pub fn published(&self) -> Option<(TrackType, Codec)> {
+        Some((self.track?, self.codec?))
+    }
 }
 
 /// A forwarded track waiting for a server offer.
@@ -36,6 +47,7 @@ pub(super) struct QueuedTrack {
     pub source_mid: Mid,
     pub kind: MediaKind,
     pub track: TrackType,
+    pub codec: Codec,
 }
 
 /// What one of our send-only mids carries.
@@ -44,6 +56,7 @@ pub(super) struct OutTrack {
     pub source: String,
     pub source_mid: Mid,
     pub track: TrackType,
+    pub codec: Codec,
     /// The subscriber's simulcast layer choice, from its first layered frame on.
     pub layers: Option<Layering>,
 }
@@ -83,6 +96,8 @@ pub(super) struct Peer {
     pub dc: Option<ChannelId>,
     /// The client announced `dcSignaling`: our SDP goes over the data channel.
     pub dc_signaling: bool,
+    /// The client announced `av1Support` (and AV1 is enabled).
+    pub av1: bool,
     pub client_lock_until: Option<Instant>,
     pub created: Instant,
     pub connected_at: Option<Instant>,
@@ -126,6 +141,7 @@ impl Peer {
             timeout: None,
             dc: None,
             dc_signaling: false,
+            av1: false,
             client_lock_until: None,
             created: now,
             connected_at: None,

@@ -24,6 +24,8 @@ pub enum Command {
         session_id: String,
         /// The client announced `dcSignaling`: server SDP goes over the data channel.
         dc_signaling: bool,
+        /// The client announced `av1Support` and AV1 is enabled.
+        av1: bool,
     },
     RemoveSession {
         session_id: String,
@@ -320,9 +322,15 @@ fn apply(sfu: &mut Sfu, cmd: Command) {
             call_id,
             session_id,
             dc_signaling,
-        } => sfu
-            .add_session(Instant::now(), &call_id, &session_id)
-            .and_then(|()| sfu.set_dc_signaling(&session_id, dc_signaling)),
+            av1,
+        } => {
+            let opts = super::SessionOptions {
+                dc_signaling,
+                av1,
+                ..Default::default()
+            };
+            sfu.add_session_with(Instant::now(), &call_id, &session_id, opts)
+        }
         Command::RemoveSession { session_id } => {
             sfu.remove_session(&session_id);
             Ok(())

@@ -23,8 +23,9 @@ pub struct Client {
     /// Payloads received, when `keep_payloads` (else only counted).
     pub received: Vec<Vec<u8>>,
     pub received_count: usize,
-    /// Video frames received (payloads) and their RTP times (source clock ticks).
+    /// Video frames received (payloads), their codecs and RTP times (source clock).
     pub video: Vec<Vec<u8>>,
+    pub video_codecs: Vec<str0m::format::Codec>,
     pub video_times: Vec<u64>,
     /// Simulcast layers of its video sender; a keyframe was asked for.
     pub video_rids: Vec<str0m::media::Rid>,
@@ -86,14 +87,33 @@ impl Net {
     /// A browser-like participant joins `call`: data channel + audio sender in its first
     /// offer, answered by the SFU.
     pub fn join(&mut self, call: &str, session: &str, addr: &str, with_audio: bool) -> usize {
+        self.join_with(call, session, addr, with_audio, false)
+    }
+
+    /// As `join`; `av1`: the client supports AV1 and says so in its join.
+    pub fn join_with(
+        &mut self,
+        call: &str,
+        session: &str,
+        addr: &str,
+        with_audio: bool,
+        av1: bool,
+    ) -> usize {
         let addr: SocketAddr = addr.parse().unwrap();
         let mut rtc = Rtc::builder()
             .clear_codecs()
             .enable_opus(true, false)
             .enable_vp8(true)
+            .enable_av1(av1)
             .build(self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
-        self.sfu.add_session(self.now, call, session).unwrap();
+        let opts = super::SessionOptions {
+            av1,
+            ..Default::default()
+        };
+        self.sfu
+            .add_session_with(self.now, call, session, opts)
+            .unwrap();
         let mut api = rtc.sdp_api();
         api.add_channel("calls-dc".into());
         let audio = with_audio.then(|| {
@@ -121,6 +141,7 @@ impl Net {
             received: Vec::new(),
             received_count: 0,
             video: Vec::new(),
+            video_codecs: Vec::new(),
             video_times: Vec::new(),
             video_rids: Vec::new(),
             keyframe_wanted: false,
@@ -152,6 +173,7 @@ impl Net {
                             .is_some_and(|m| m.kind() == MediaKind::Video);
                         if video {
                             c.video.push(d.data.to_vec());
+                            c.video_codecs.push(d.params.spec().codec);
                             c.video_times.push(d.time.numer());
                         } else {
                             c.received_count += 1;
@@ -372,6 +394,30 @@ impl Net {
         let c = &mut self.clients[i];
         let id = c.dc.expect("data channel open");
         c.rtc.channel(id).unwrap().write(binary, data).unwrap();
+    }
+
+    /// AV1 frames (one OBU_FRAME each) on `mid` of client `i` at 20 fps for `d`.
+    pub fn send_av1(&mut self, i: usize, mid: Mid, d: Duration, counter: &mut u32) {
+        let end = self.now + d;
+        while self.now < end {
+            let c = &mut self.clients[i];
+            *counter += 1;
+            if let Some(w) = c.rtc.writer(mid) {
+                let pt = w
+                    .payload_params()
+                    .find(|p| p.spec().codec == str0m::format::Codec::Av1)
+                    .unwrap()
+                    .pt();
+                let ts = MediaTime::new(u64::from(*counter) * 4500, Frequency::NINETY_KHZ);
+                let mut frame = vec![0x30];
+                frame.extend_from_slice(&counter.to_be_bytes());
+                frame.resize(1000, 0x5a);
+                w.write(pt, self.now, ts, frame).unwrap();
+            }
+            for _ in 0..10 {
+                self.step();
+            }
+        }
     }
 
     pub fn run(&mut self, d: Duration) {

@@ -310,7 +310,8 @@ fn data_channel_ping_lock_and_garbage() {
         .set_screen_stream("sess-a", Some("screen-1".into()))
         .unwrap();
     net.add_video(a, "screen-1");
-    net.run(Duration::from_millis(500));
+    let mut frames = 0;
+    net.send_video(a, Duration::from_millis(500), &mut frames);
     assert_eq!(
         net.clients[b].offers.len(),
         offers,
@@ -394,4 +395,49 @@ fn simulcast_subscriber_moves_between_layers_on_keyframes() {
         t.windows(2).all(|w| w[1] >= w[0] && w[1] - w[0] < 90_000),
         "clock jumped: {t:?}"
     );
+}
+
+#[test]
+fn av1_receivers_get_the_av1_copy_of_a_screen_and_others_vp8() {
+    use str0m::format::Codec;
+    let mut net = Net::new();
+    let a = net.join_with("call-1", "sess-a", "1.1.1.1:1000", false, true);
+    let b = net.join_with("call-1", "sess-b", "2.2.2.2:2000", false, true);
+    let c = net.join("call-1", "sess-c", "3.3.3.3:3000", false);
+    net.run(Duration::from_secs(1));
+    net.sfu
+        .set_screen_stream("sess-a", Some("screen-1".into()))
+        .unwrap();
+    // An AV1-capable sharer sends the screen twice: VP8 and AV1.
+    let vp8 = net.add_video(a, "screen-1");
+    let av1 = net.add_video(a, "screen-1");
+    let (mut n, mut m) = (0, 0);
+    for _ in 0..30 {
+        net.clients[a].video_mid = Some(vp8);
+        net.send_video(a, Duration::from_millis(50), &mut n);
+        net.send_av1(a, av1, Duration::from_millis(50), &mut m);
+    }
+    let (vb, vc) = (&net.clients[b], &net.clients[c]);
+    assert!(
+        vb.video.len() > 10 && vc.video.len() > 10,
+        "{} {}",
+        vb.video.len(),
+        vc.video.len()
+    );
+    assert!(
+        vb.video_codecs.iter().all(|c| *c == Codec::Av1),
+        "B got VP8"
+    );
+    assert!(
+        vc.video_codecs.iter().all(|c| *c == Codec::Vp8),
+        "C got AV1"
+    );
+    for x in [vb, vc] {
+        let screens = x
+            .track_ids
+            .iter()
+            .filter(|t| t.starts_with("screen_sess-a_"))
+            .count();
+        assert_eq!(screens, 1, "{:?}", x.track_ids);
+    }
 }
