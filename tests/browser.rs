@@ -202,3 +202,43 @@ async fn with_udp_blocked_media_flows_over_ice_tcp() {
         "{v}"
     );
 }
+
+/// Two participants with the given plugin settings, alice sharing her screen; the
+/// scenario's result line.
+async fn screen_with(settings: serde_json::Value) -> serde_json::Value {
+    let h = HostProc::start(Backend::Sqlite, "enterprise").await;
+    let admin = h.user("", "admin").await;
+    let alice = h.user(&admin.1, "alice").await;
+    let bob = h.user(&admin.1, "bob").await;
+    h.install_and_enable(&admin.1).await;
+    let (code, body) = h.set_plugin_settings(&admin.1, settings).await;
+    assert_eq!(code, 200, "{body}");
+    let (_, channel) = h.team_and_channel(&admin.1, &[&alice.0, &bob.0]).await;
+    let out = run_browsers(&h, &channel, &["alice", "bob"], "screen").await;
+    let result = out
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .expect("no result line");
+    serde_json::from_str(result).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_screen_share_with_data_channel_signaling() {
+    let v = screen_with(
+        json!({"DefaultEnabled": true, "EnableSimulcast": true, "EnableDCSignaling": true}),
+    )
+    .await;
+    assert_eq!(v["rids"], json!(["h", "l"]), "{v}");
+    assert_eq!(v["codec"], "video/VP8", "{v}");
+    assert!(
+        v["dcSdp"].as_u64().unwrap_or(0) > 0,
+        "no SDP over the data channel: {v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn av1_screen_share_reaches_an_av1_receiver() {
+    let v = screen_with(json!({"DefaultEnabled": true, "EnableAV1": true})).await;
+    assert_eq!(v["codec"], "video/AV1", "{v}");
+    assert_eq!(v["dcSdp"], 0, "{v}");
+}

@@ -137,6 +137,7 @@
       this.screenSenders = [];
       this.rtt = 0;
       this.elements = {};
+      this.sdpOverDC = 0;
       const pc = this.pc = new RTCPeerConnection({ iceServers });
       const dc = this.dc = pc.createDataChannel('calls-dc');
       dc.binaryType = 'arraybuffer';
@@ -199,7 +200,10 @@
       if (typeof data === 'string') return; // legacy text pong
       const [type, payload] = mpDecodeAll(data);
       if (type === 2) this.rtt = (performance.now() - this.pingAt) / 1000;
-      else if (type === 3) await this.onDescription(JSON.parse(dec.decode(await zlib(payload, 'inflate'))));
+      else if (type === 3) {
+        this.sdpOverDC += 1;
+        await this.onDescription(JSON.parse(dec.decode(await zlib(payload, 'inflate'))));
+      }
       else if (type === 9) this.mediaMap = payload || {};
     }
 

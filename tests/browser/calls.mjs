@@ -25,13 +25,14 @@ const FLAGS = [
 const FAKE_SCREEN = () => {
   navigator.mediaDevices.getDisplayMedia = async () => {
     const c = document.createElement('canvas');
-    c.width = 320; c.height = 240;
+    // Large enough for Chromium to send two simulcast layers.
+    c.width = 640; c.height = 480;
     const g = c.getContext('2d');
     let n = 0;
     setInterval(() => {
       n += 1;
       g.fillStyle = `hsl(${(n * 7) % 360}, 80%, 50%)`;
-      g.fillRect(0, 0, 320, 240);
+      g.fillRect(0, 0, 640, 480);
       g.fillStyle = '#000';
       g.font = '40px sans-serif';
       g.fillText(String(n), 20 + (n % 200), 120);
@@ -193,6 +194,32 @@ async function full(browser) {
   console.log(`RESULT ${JSON.stringify({ ok: true, carol: carolSession, bob: bobSession })}`);
 }
 
+// Two participants, audio and a screen share, reporting how the media went: the
+// codec bob decodes, alice's simulcast layers, SDP messages over the data channel.
+async function screen(browser) {
+  const [alice, bob] = await Promise.all(USERS.slice(0, 2).map((u) => Person.open(browser, u)));
+  await alice.join();
+  await bob.join();
+  await alice.click('mute');
+  await receives(bob, 'audio', 'alice');
+  await alice.click('screen-on');
+  await receives(bob, 'video', 'alice (screen)');
+  await sleep(3000);
+  await receives(bob, 'video', 'alice (screen, later)');
+  const codec = await bob.page.evaluate(async () => {
+    const all = await window.callsStub.stats();
+    const v = all.filter((x) => x.type === 'inbound-rtp' && x.kind === 'video' && x.framesDecoded > 0);
+    const c = v.length && all.find((x) => x.id === v[v.length - 1].codecId);
+    return c ? c.mimeType : null;
+  });
+  const rids = await alice.page.evaluate(async () => {
+    const all = await window.callsStub.stats();
+    return all.filter((x) => x.type === 'outbound-rtp' && x.kind === 'video' && x.rid && x.packetsSent > 0).map((x) => x.rid).sort();
+  });
+  const dcSdp = await bob.page.evaluate(() => window.callsStub.peer().sdpOverDC);
+  console.log(`RESULT ${JSON.stringify({ ok: true, codec, rids, dcSdp })}`);
+}
+
 // Two participants only, for the network tests (UDP blocked: ICE-TCP).
 async function pair(browser) {
   const [alice, bob] = await Promise.all(USERS.slice(0, 2).map((u) => Person.open(browser, u)));
@@ -212,7 +239,8 @@ async function pair(browser) {
 
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: FLAGS, headless: true });
 try {
-  await (SCENARIO === 'pair' ? pair(browser) : full(browser));
+  const scenarios = { pair, screen, full };
+  await scenarios[SCENARIO](browser);
 } catch (e) {
   console.log(`FAILED ${e.stack || e}`);
   process.exitCode = 1;
