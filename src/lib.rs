@@ -12,4 +12,5 @@ pub mod ids;
 pub mod logging;
 pub mod plugin;
 pub mod rtc_metrics;
+pub mod rtcd;
 pub mod sfu;

@@ -254,6 +254,7 @@ async fn join(
     spawn_session_task(app.clone(), local, inbox, false);
     if let Some(rtc) = &app.rtc {
         rtc.send(crate::sfu::shell::Command::AddSession {
+            group: crate::sfu::DEFAULT_GROUP.to_string(),
             call_id: state.call.id.clone(),
             session_id: conn_id.to_string(),
             dc_signaling: data.dc_signaling && app.config().EnableDCSignaling,

@@ -20,6 +20,8 @@ const SOCKET_BUFFER: usize = 4 << 20;
 
 pub enum Command {
     AddSession {
+        /// Metrics group: the rtcd client id, `sfu::DEFAULT_GROUP` in the plugin.
+        group: String,
         call_id: String,
         session_id: String,
         /// The client announced `dcSignaling`: server SDP goes over the data channel.
@@ -319,15 +321,16 @@ async fn run(
 fn apply(sfu: &mut Sfu, cmd: Command) {
     let res = match cmd {
         Command::AddSession {
+            group,
             call_id,
             session_id,
             dc_signaling,
             av1,
         } => {
             let opts = super::SessionOptions {
+                group,
                 dc_signaling,
                 av1,
-                ..Default::default()
             };
             sfu.add_session_with(Instant::now(), &call_id, &session_id, opts)
         }
