@@ -8,24 +8,14 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::peer::Peer;
 use common::*;
 use serde_json::{json, Value};
-use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio_tungstenite::tungstenite::Message;
 
 struct MediaClient {
     ws: Ws,
-    rtc: Rtc,
-    sock: std::net::UdpSocket,
-    addr: SocketAddr,
-    pending: Option<SdpPendingOffer>,
-    audio: Option<Mid>,
-    received: Vec<u32>,
-    counter: u32,
-    track_ids: Vec<String>,
+    peer: Peer,
 }
 
 fn sdp_frame(seq: i64, desc: &Value) -> Message {
@@ -52,42 +42,9 @@ impl MediaClient {
         let mut ws = Ws::connect(h, token).await;
         ws.join(channel).await;
         ws.expect("join").await;
-        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_nonblocking(true).unwrap();
-        let addr = sock.local_addr().unwrap();
-        let mut rtc = Rtc::builder()
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            .build(Instant::now());
-        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
-        let mut api = rtc.sdp_api();
-        api.add_channel("calls-dc".into());
-        let audio = talker.then(|| {
-            api.add_media(
-                MediaKind::Audio,
-                Direction::SendRecv,
-                Some("mic-stream".into()),
-                Some("mic".into()),
-                None,
-            )
-        });
-        let (offer, pending) = api.apply().unwrap();
-        ws.send_raw(sdp_frame(
-            100,
-            &json!({"type": "offer", "sdp": offer.to_sdp_string()}),
-        ));
-        let mut c = MediaClient {
-            ws,
-            rtc,
-            sock,
-            addr,
-            pending: Some(pending),
-            audio,
-            received: Vec::new(),
-            counter: 0,
-            track_ids: Vec::new(),
-        };
+        let (peer, offer) = Peer::new("127.0.0.1", talker);
+        ws.send_raw(sdp_frame(100, &offer));
+        let mut c = MediaClient { ws, peer };
         let sig = c.ws.expect("signal").await;
         c.on_signal(&sig);
         c
@@ -95,81 +52,19 @@ impl MediaClient {
 
     fn on_signal(&mut self, ev: &Value) {
         let desc: Value = serde_json::from_str(ev["data"]["data"].as_str().unwrap()).unwrap();
-        let sdp = desc["sdp"].as_str().unwrap();
-        match desc["type"].as_str().unwrap() {
-            "answer" => {
-                let pending = self.pending.take().expect("answer without offer");
-                self.rtc
-                    .sdp_api()
-                    .accept_answer(pending, SdpAnswer::from_sdp_string(sdp).unwrap())
-                    .unwrap();
-            }
-            "offer" => {
-                for line in sdp.lines().filter(|l| l.starts_with("a=msid:")) {
-                    self.track_ids
-                        .push(line.split_whitespace().nth(1).unwrap_or("").to_string());
-                }
-                let answer = self
-                    .rtc
-                    .sdp_api()
-                    .accept_offer(SdpOffer::from_sdp_string(sdp).unwrap())
-                    .unwrap();
-                self.ws.send_raw(sdp_frame(
-                    101,
-                    &json!({"type": "answer", "sdp": answer.to_sdp_string()}),
-                ));
-            }
-            other => panic!("unexpected signal {other}"),
+        if let Some(answer) = self.peer.on_description(&desc) {
+            self.ws.send_raw(sdp_frame(101, &answer));
         }
     }
 
     /// Runs the peer connection for a moment: signals, datagrams, timers.
-    fn pump(&mut self, server: SocketAddr) {
+    fn pump(&mut self) {
         while let Ok(ev) = self.ws.events.try_recv() {
             if ev["event"] == format!("{PREFIX}signal").as_str() {
                 self.on_signal(&ev);
             }
         }
-        let mut buf = [0u8; 2048];
-        while let Ok((n, src)) = self.sock.recv_from(&mut buf) {
-            let input = Input::Receive(
-                Instant::now(),
-                Receive {
-                    proto: Protocol::Udp,
-                    source: src,
-                    destination: self.addr,
-                    contents: buf[..n].try_into().unwrap(),
-                },
-            );
-            self.rtc.handle_input(input).unwrap();
-        }
-        self.rtc
-            .handle_input(Input::Timeout(Instant::now()))
-            .unwrap();
-        loop {
-            match self.rtc.poll_output().unwrap() {
-                Output::Timeout(_) => break,
-                Output::Transmit(t) => {
-                    let _ = self.sock.send_to(&t.contents, t.destination);
-                }
-                Output::Event(Event::MediaData(d)) => self
-                    .received
-                    .push(u32::from_be_bytes(d.data[..4].try_into().unwrap())),
-                Output::Event(_) => {}
-            }
-        }
-        let _ = server;
-    }
-
-    fn speak(&mut self) {
-        let Some(mid) = self.audio else { return };
-        let Some(w) = self.rtc.writer(mid) else {
-            return;
-        };
-        let pt = w.payload_params().next().unwrap().pt();
-        self.counter += 1;
-        let ts = MediaTime::new(u64::from(self.counter) * 960, Frequency::FORTY_EIGHT_KHZ);
-        let _ = w.write(pt, Instant::now(), ts, self.counter.to_be_bytes().to_vec());
+        self.peer.pump();
     }
 }
 
@@ -186,20 +81,19 @@ async fn run_until(
     talk: &[bool],
     done: impl Fn(&[&mut MediaClient]) -> bool,
 ) {
-    let server: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let end = Instant::now() + limit;
     let mut next_frame = Instant::now();
     while Instant::now() < end && !done(clients) {
         if Instant::now() >= next_frame {
             for (c, t) in clients.iter_mut().zip(talk) {
-                if *t && c.rtc.is_connected() {
-                    c.speak();
+                if *t && c.peer.rtc.is_connected() {
+                    c.peer.speak();
                 }
             }
             next_frame += Duration::from_millis(20);
         }
         for c in clients.iter_mut() {
-            c.pump(server);
+            c.pump();
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -222,11 +116,11 @@ async fn two_participants_hear_each_other_through_the_integrated_sfu() {
         &mut [&mut a, &mut b],
         Duration::from_secs(15),
         &[false, false],
-        |c| c.iter().all(|c| c.rtc.is_connected()),
+        |c| c.iter().all(|c| c.peer.rtc.is_connected()),
     )
     .await;
     assert!(
-        a.rtc.is_connected() && b.rtc.is_connected(),
+        a.peer.rtc.is_connected() && b.peer.rtc.is_connected(),
         "ICE/DTLS over UDP to the RTC port"
     );
 
@@ -237,7 +131,7 @@ async fn two_participants_hear_each_other_through_the_integrated_sfu() {
         &[true, false],
     )
     .await;
-    assert_eq!(b.received.len(), 0, "muted audio was forwarded");
+    assert_eq!(b.peer.received.len(), 0, "muted audio was forwarded");
 
     a.ws.send_calls("unmute", json!({}));
     b.ws.expect("user_unmuted").await;
@@ -245,19 +139,20 @@ async fn two_participants_hear_each_other_through_the_integrated_sfu() {
         &mut [&mut a, &mut b],
         Duration::from_secs(15),
         &[true, false],
-        |c| c[1].received.len() > 40,
+        |c| c[1].peer.received.len() > 40,
     )
     .await;
-    let heard = b.received.len();
+    let heard = b.peer.received.len();
     assert!(heard > 40, "bob heard {heard} packets");
     assert!(
-        b.track_ids
+        b.peer
+            .track_ids
             .iter()
             .any(|t| t.starts_with(&format!("voice_{}_", a.ws.conn_id))),
         "{:?}",
-        b.track_ids
+        b.peer.track_ids
     );
-    assert!(a.received.is_empty(), "alice heard herself");
+    assert!(a.peer.received.is_empty(), "alice heard herself");
 
     // Mute stops the flow: the SFU applies it before `user_muted` goes out, so
     // nothing alice says after bob saw the event may reach him. Packets already in
@@ -265,15 +160,16 @@ async fn two_participants_hear_each_other_through_the_integrated_sfu() {
     // the mute command racing the datagrams queued ahead of it.
     a.ws.send_calls("mute", json!({}));
     b.ws.expect("user_muted").await;
-    let said = a.counter;
+    let said = a.peer.counter;
     run_for(
         &mut [&mut a, &mut b],
         Duration::from_millis(1500),
         &[true, false],
     )
     .await;
-    assert!(a.counter > said + 40, "alice kept talking while muted");
+    assert!(a.peer.counter > said + 40, "alice kept talking while muted");
     let late: Vec<u32> = b
+        .peer
         .received
         .iter()
         .copied()
@@ -375,10 +271,10 @@ async fn garbage_on_the_rtc_port_and_bad_signaling_leave_the_call_alone() {
         &mut [&mut a, &mut b],
         Duration::from_secs(15),
         &[true, false],
-        |c| c[1].received.len() > 20,
+        |c| c[1].peer.received.len() > 20,
     )
     .await;
-    assert!(b.received.len() > 20, "no audio before the garbage");
+    assert!(b.peer.received.len() > 20, "no audio before the garbage");
 
     // Garbage datagrams: random bytes, a fake STUN header, a fake RTP header.
     let rtc: SocketAddr = format!("127.0.0.1:{}", h.rtc_port).parse().unwrap();
@@ -417,19 +313,19 @@ async fn garbage_on_the_rtc_port_and_bad_signaling_leave_the_call_alone() {
     );
 
     // The call carries on: same sessions, audio still flows both ways of the SFU.
-    let before = b.received.len();
+    let before = b.peer.received.len();
     run_until(
         &mut [&mut a, &mut b],
         Duration::from_secs(15),
         &[true, false],
-        |c| c[1].received.len() > before + 40,
+        |c| c[1].peer.received.len() > before + 40,
     )
     .await;
     assert!(
-        b.received.len() > before + 40,
+        b.peer.received.len() > before + 40,
         "audio stopped after garbage"
     );
-    assert!(a.rtc.is_connected() && b.rtc.is_connected());
+    assert!(a.peer.rtc.is_connected() && b.peer.rtc.is_connected());
     b.ws.send_calls("leave", json!({}));
     a.ws.expect("user_left").await;
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod peer;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -495,4 +497,83 @@ macro_rules! both_backends {
             }
         }
     };
+}
+
+/// A real `rtcd` process listening on `ip` (API on `http_port`, media on `rtc_port`
+/// for UDP and ICE-TCP), self-registration on, admin key `admin-secret-key`.
+pub struct RtcdProc {
+    pub child: Child,
+    pub base: String,
+    pub ip: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for RtcdProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub const RTCD_ADMIN_KEY: &str = "admin-secret-key";
+
+impl RtcdProc {
+    pub fn start(ip: &str, http_port: u16, rtc_port: u16) -> RtcdProc {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rtcd"))
+            .arg("--config")
+            .arg(dir.path().join("none.toml"))
+            .env("RTCD_API_HTTP_LISTENADDRESS", format!("{ip}:{http_port}"))
+            .env("RTCD_API_SECURITY_ALLOWSELFREGISTRATION", "true")
+            .env("RTCD_API_SECURITY_ENABLEADMIN", "true")
+            .env("RTCD_API_SECURITY_ADMINSECRETKEY", RTCD_ADMIN_KEY)
+            .env("RTCD_RTC_ICEADDRESSUDP", ip)
+            .env("RTCD_RTC_ICEADDRESSTCP", ip)
+            .env("RTCD_RTC_ICEPORTUDP", rtc_port.to_string())
+            .env("RTCD_RTC_ICEPORTTCP", rtc_port.to_string())
+            .env("RTCD_RTC_ICEHOSTOVERRIDE", ip)
+            .env("RTCD_STORE_DATASOURCE", dir.path().join("db"))
+            .env("RTCD_LOGGER_ENABLEFILE", "false")
+            .env("RTCD_LOGGER_CONSOLELEVEL", "debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("rtcd listening on ") {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        let base = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("rtcd did not start");
+        RtcdProc {
+            child,
+            base,
+            ip: ip.to_string(),
+            dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+}
+
+/// A TCP port free on `ip` right now, that is also free for UDP.
+pub fn free_port_on(ip: &str) -> u16 {
+    use rand::Rng;
+    let mut r = rand::rng();
+    loop {
+        let port = r.random_range(20_000..49_151);
+        if std::net::UdpSocket::bind((ip, port)).is_ok()
+            && std::net::TcpListener::bind((ip, port)).is_ok()
+        {
+            return port;
+        }
+    }
 }
