@@ -50,16 +50,7 @@ pub fn build_bundle(dir: &Path) -> Vec<u8> {
 /// [80, 49151] (tests run in parallel; each host needs its own RTC port, and the
 /// ICE-TCP listener uses the same number, as with the default 8443).
 pub fn free_rtc_port() -> u16 {
-    use rand::Rng;
-    let mut r = rand::rng();
-    loop {
-        let port = r.random_range(20_000..49_151);
-        if std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok()
-            && std::net::TcpListener::bind(("0.0.0.0", port)).is_ok()
-        {
-            return port;
-        }
-    }
+    free_port_on("0.0.0.0")
 }
 
 /// A fresh PostgreSQL database for one test.
