@@ -71,7 +71,7 @@ pub async fn handle_queued(app: &App, s: &LocalSession, m: QueuedMessage) {
         "video_on" | "video_off" => set_video(app, s, m.msg_type == "video_on", &m.data).await,
         "metric" => metric(app, s, &m.data),
         "sdp" => super::media::sdp(app, s, &m.data).await,
-        "ice" => super::media::ice(app, s, &m.data),
+        "ice" => super::media::ice(app, s, &m.data).await,
         other => Err(refused(format!("invalid client message type {other:?}"))),
     };
     if let Err(e) = res {
@@ -106,7 +106,7 @@ where
 async fn set_muted(app: &App, s: &LocalSession, muted: bool) -> Result<()> {
     let id = s.original_conn_id.clone();
     // The media side first, as upstream: forwarding stops even if the state write fails.
-    super::media::set_muted(app, &id, muted);
+    super::media::set_muted(app, s, muted).await;
     let state = with_session(app, s, |st| {
         if let Some(x) = st.sessions.get_mut(&id) {
             x.unmuted = !muted;
@@ -197,7 +197,7 @@ async fn screen_on(app: &App, s: &LocalSession, data: &[u8]) -> Result<()> {
         Ok(true)
     })
     .await?;
-    super::media::set_screen_stream(app, &s.original_conn_id, stream_id);
+    super::media::set_stream(app, s, false, stream_id).await;
     app.publish_to_participants(
         "user_screen_on",
         json!({"userID": s.user_id, "session_id": s.original_conn_id}),
@@ -226,7 +226,7 @@ async fn screen_off(app: &App, s: &LocalSession) -> Result<()> {
         Ok(true)
     })
     .await?;
-    super::media::set_screen_stream(app, &s.original_conn_id, None);
+    super::media::set_stream(app, s, false, None).await;
     app.publish_to_participants(
         "user_screen_off",
         json!({"userID": s.user_id, "session_id": s.original_conn_id}),
@@ -245,7 +245,7 @@ async fn set_video(app: &App, s: &LocalSession, on: bool, data: &[u8]) -> Result
             .ok()
             .and_then(|v| v.get("videoStreamID")?.as_str().map(str::to_string));
         if stream_id.is_some() {
-            super::media::set_video_stream(app, &id, stream_id);
+            super::media::set_stream(app, s, true, stream_id).await;
         }
     }
     let state = with_session(app, s, |st| {

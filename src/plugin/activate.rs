@@ -34,6 +34,8 @@ pub enum ActivateError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("rtcd: {0}")]
+    Rtcd(#[from] super::rtcd_pool::PoolError),
 }
 
 /// The integrated SFU on `UDPServerAddress:UDPServerPort`, advertising the ICE host
@@ -95,6 +97,117 @@ async fn start_rtc_server(
 
 pub const PLUGIN_VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Starts the integrated SFU if it is not running (a call needs it).
+pub async fn ensure_rtc(app: &App) -> Result<crate::sfu::shell::RtcServer, ActivateError> {
+    let _one = app.rtc_start.lock().await;
+    if let Some(rtc) = app.rtc() {
+        return Ok(rtc);
+    }
+    let rtc = start_rtc_server(&app.config(), &app.metrics, app.rtc_notes.clone()).await?;
+    *app.rtc.write() = Some(rtc.clone());
+    Ok(rtc)
+}
+
+/// KV key of the rtcd client config (as upstream: JSON with `AuthKey`).
+const RTCD_CONFIG_KEY: &str = "rtcd_config";
+
+/// The rtcd client id and key, in upstream's order: env, URL user info, the server's
+/// diagnostic id; the key from KV, else a new one, stored.
+async fn rtcd_credentials(
+    app: &App,
+    url: &super::rtcd_pool::ServiceUrl,
+) -> Result<(String, String), super::rtcd_pool::PoolError> {
+    use super::rtcd_pool::PoolError;
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let mut id = env("MM_CLOUD_INSTALLATION_ID").or_else(|| env("MM_CALLS_RTCD_CLIENT_ID"));
+    let mut key = env("MM_CALLS_RTCD_AUTH_KEY");
+    if id.is_none() && key.is_none() {
+        if let Some((u, k)) = &url.user {
+            id = Some(u.clone()).filter(|u| !u.is_empty());
+            key = Some(k.clone()).filter(|k| !k.is_empty());
+        }
+    }
+    let id = id
+        .or_else(|| Some(app.server.diagnostic_id.clone()).filter(|d| !d.is_empty()))
+        .ok_or_else(|| PoolError::Credentials("no client id".into()))?;
+    if let Some(key) = key {
+        return Ok((id, key));
+    }
+    let stored = app
+        .host
+        .kv_get(RTCD_CONFIG_KEY)
+        .await
+        .map_err(|e| PoolError::Credentials(e.to_string()))?
+        .and_then(|v| serde_json::from_slice::<serde_json::Value>(&v).ok())
+        .and_then(|v| v["AuthKey"].as_str().map(str::to_string))
+        .filter(|k| !k.is_empty());
+    if let Some(key) = stored {
+        return Ok((id, key));
+    }
+    let key = crate::rtcd::auth::random_token();
+    let cfg = serde_json::json!({"ClientID": id, "AuthKey": key, "URL": app.config().RTCDServiceURL, "ReconnectInterval": 0});
+    app.host
+        .kv_set(proto::KvSetRequest {
+            key: RTCD_CONFIG_KEY.into(),
+            value: cfg.to_string().into_bytes(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| PoolError::Credentials(e.to_string()))?;
+    Ok((id, key))
+}
+
+/// Connects to the rtcd fleet of `RTCDServiceURL`.
+pub async fn start_rtcd(app: &App) -> Result<(), ActivateError> {
+    let url = app.config().RTCDServiceURL.clone();
+    let parsed = super::rtcd_pool::parse_url(&url)?;
+    let (id, key) = rtcd_credentials(app, &parsed).await?;
+    let pool = super::rtcd_pool::RtcdPool::start(&url, id, key, app.rtcd_events.clone()).await?;
+    tracing::info!(url, hosts = ?pool.hosts(), "rtcd mode: connected");
+    if let Some(old) = app.rtcd.write().replace(pool) {
+        old.close();
+    }
+    Ok(())
+}
+
+/// After a config change: the mode for new calls follows the settings; calls in
+/// progress stay where they are.
+pub async fn apply_media_mode(app: &App) {
+    if app.rtcd_mode() {
+        let url = app.config().RTCDServiceURL.clone();
+        let same = app
+            .rtcd()
+            .is_some_and(|p| super::rtcd_pool::parse_url(&url).is_ok_and(|u| u == p.url));
+        if !same {
+            if let Err(e) = start_rtcd(app).await {
+                tracing::error!(error = %e, "rtcd mode: cannot connect; new calls will fail until it can");
+            }
+        }
+    } else if let Err(e) = ensure_rtc(app).await {
+        tracing::error!(error = %e, "integrated mode: cannot start the RTC server");
+    }
+}
+
+/// A call found in the database at activation: false when its media is known gone
+/// (an rtcd host that no longer has it).
+async fn recover_call_media(app: &App, call_id: &str, host: &str) -> bool {
+    if host.is_empty() {
+        return true;
+    }
+    app.track_call_host(call_id, host);
+    let Some(pool) = app.rtcd() else {
+        tracing::warn!(call_id, host, "rtcd call found but rtcd mode is off");
+        return false;
+    };
+    match pool.call_alive(host, call_id).await {
+        Some(false) => {
+            tracing::info!(call_id, host, "rtcd no longer has this call");
+            false
+        }
+        _ => true,
+    }
+}
+
 /// KV key remembering a session's current connection when it differs from the
 /// session id, so that a restarted plugin can tell live sessions from gone ones.
 pub fn conn_key(session_id: &str) -> String {
@@ -126,10 +239,13 @@ pub async fn activate(host_addr: &str, bundle_path: &str) -> Result<App, Activat
     tracing::info!(applied, driver = store.db().driver(), "database ready");
     let bot = host.ensure_bot("calls", "Calls", "Calls Bot").await?;
     let (notes_tx, notes_rx) = tokio::sync::mpsc::unbounded_channel();
-    let rtc = if config.RTCDServiceURL.is_empty() {
-        Some(start_rtc_server(&config, &metrics, notes_tx).await?)
-    } else {
+    let (rtcd_tx, rtcd_rx) = tokio::sync::mpsc::unbounded_channel();
+    let rtcd_mode = !config.RTCDServiceURL.is_empty() && license_info(&license).enterprise();
+    // The integrated SFU binds its port only when calls may use it.
+    let rtc = if rtcd_mode {
         None
+    } else {
+        Some(start_rtc_server(&config, &metrics, notes_tx.clone()).await?)
     };
     let app = App(Arc::new(Inner {
         mutexes: Mutexes::new(host.clone(), metrics.clone()),
@@ -147,9 +263,19 @@ pub async fn activate(host_addr: &str, bundle_path: &str) -> Result<App, Activat
         bundle_path: bundle_path.to_string(),
         group_calls_env: std::env::var("MM_CALLS_GROUP_CALLS_ALLOWED").is_ok_and(|v| v == "true"),
         stopped: Default::default(),
-        rtc,
+        rtc: RwLock::new(rtc),
+        rtc_notes: notes_tx,
+        rtc_start: Default::default(),
+        rtcd: RwLock::new(None),
+        rtcd_events: rtcd_tx,
+        call_hosts: Default::default(),
     }));
     tokio::spawn(super::media::handle_notes(app.clone(), notes_rx));
+    tokio::spawn(super::media::handle_rtcd(app.clone(), rtcd_rx));
+    if rtcd_mode {
+        // As upstream, activation fails when the rtcd fleet cannot be reached.
+        start_rtcd(&app).await?;
+    }
     recover_sessions(&app).await?;
     tokio::spawn(check_auth_sessions(app.clone()));
     Ok(app)
@@ -207,15 +333,16 @@ async fn recover_sessions(app: &App) -> Result<(), ActivateError> {
         .into_iter()
         .map(|c| (c.connection_id, (c.user_id, c.active)))
         .collect();
-    let mut channels: HashMap<String, String> = HashMap::new();
+    let mut channels: HashMap<String, (String, bool)> = HashMap::new();
     let (mut live, mut gone) = (0, 0);
     for s in sessions {
-        let channel_id = match channels.get(&s.call_id) {
+        let (channel_id, call_alive) = match channels.get(&s.call_id) {
             Some(c) => c.clone(),
             None => match app.store.get_call(&s.call_id).await? {
                 Some(c) => {
-                    channels.insert(s.call_id.clone(), c.channel_id.clone());
-                    c.channel_id
+                    let alive = recover_call_media(app, &c.id, &c.props.rtcd_host).await;
+                    channels.insert(s.call_id.clone(), (c.channel_id.clone(), alive));
+                    (c.channel_id, alive)
                 }
                 None => continue,
             },
@@ -224,9 +351,10 @@ async fn recover_sessions(app: &App) -> Result<(), ActivateError> {
             Some(v) => String::from_utf8(v).unwrap_or_else(|_| s.id.clone()),
             None => s.id.clone(),
         };
-        let open = conns
-            .get(&conn_id)
-            .is_some_and(|(uid, active)| *uid == s.user_id && *active);
+        let open = call_alive
+            && conns
+                .get(&conn_id)
+                .is_some_and(|(uid, active)| *uid == s.user_id && *active);
         if open {
             live += 1;
         } else {
@@ -235,7 +363,11 @@ async fn recover_sessions(app: &App) -> Result<(), ActivateError> {
         let (local, inbox) =
             LocalSession::new(&s.user_id, &channel_id, &s.call_id, &conn_id, &s.id, "");
         app.sessions.insert(local.clone());
-        spawn_session_task(app.clone(), local, inbox, !open);
+        spawn_session_task(app.clone(), local.clone(), inbox, !open);
+        if open {
+            // rtcd kept the media going: its signaling now comes to this process.
+            super::media::reconnected(app, &local).await;
+        }
     }
     app.metrics
         .websocket_connections
@@ -244,15 +376,23 @@ async fn recover_sessions(app: &App) -> Result<(), ActivateError> {
     Ok(())
 }
 
-/// Marks this process's sessions as left and closes the database.
+/// Marks this process's sessions of integrated calls as left (their media dies with
+/// the process), leaves rtcd calls running for the next activation, closes the
+/// database.
 pub async fn deactivate(app: &App) {
     app.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
     for s in app.sessions.all() {
+        if app.call_host(&s.call_id).is_some() {
+            continue;
+        }
         s.signal(super::sessions::Signal::Closed);
         app.sessions.remove_if_same(&s);
         if let Err(e) = remove_session(app, &s.channel_id, &s.original_conn_id).await {
             tracing::error!(session_id = s.original_conn_id, error = %e, "failed to mark session left");
         }
+    }
+    if let Some(p) = app.rtcd() {
+        p.close();
     }
     app.store.db().close().await;
     tracing::info!("plugin deactivated");

@@ -202,7 +202,13 @@ async fn rate_limit(State(app): State<App>, h: HeaderMap, req: Request, next: Ne
 // ------------------------------------------------------------------ handlers
 
 async fn version(State(app): State<App>) -> Response {
-    json_ok(&json!({"version": app.version, "build": env!("CARGO_PKG_VERSION")}))
+    let mut v = json!({"version": app.version, "build": env!("CARGO_PKG_VERSION")});
+    // In rtcd mode clients also see the rtcd version (it gates the DC lock).
+    if let Some(rv) = app.rtcd().and_then(|p| p.version()) {
+        v["rtcd_version"] = json!(rv);
+        v["rtcd_build"] = json!(rv);
+    }
+    json_ok(&v)
 }
 
 async fn metrics(State(app): State<App>) -> Response {

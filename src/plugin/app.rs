@@ -88,8 +88,18 @@ pub struct Inner {
     pub group_calls_env: bool,
     /// Set at deactivation; background loops stop on it.
     pub stopped: std::sync::atomic::AtomicBool,
-    /// The integrated SFU (None in rtcd mode).
-    pub rtc: Option<crate::sfu::shell::RtcServer>,
+    /// The integrated SFU, started when a call first needs it (not in rtcd mode).
+    pub rtc: RwLock<Option<crate::sfu::shell::RtcServer>>,
+    /// One start of the integrated SFU at a time.
+    pub rtc_start: tokio::sync::Mutex<()>,
+    /// Where the integrated SFU reports (kept for a later start).
+    pub rtc_notes: tokio::sync::mpsc::UnboundedSender<crate::sfu::shell::Note>,
+    /// The rtcd fleet of `RTCDServiceURL`, once connected; it stays while calls use it.
+    pub rtcd: RwLock<Option<Arc<super::rtcd_pool::RtcdPool>>>,
+    /// Where the rtcd clients report.
+    pub rtcd_events: super::rtcd_client::Inbound,
+    /// Calls whose media runs on rtcd: call id → host.
+    pub call_hosts: RwLock<HashMap<String, String>>,
 }
 
 #[derive(Clone)]
@@ -132,6 +142,51 @@ impl TokenBucket {
 impl App {
     pub fn config(&self) -> Arc<Config> {
         self.config.read().clone()
+    }
+
+    pub fn rtc(&self) -> Option<crate::sfu::shell::RtcServer> {
+        self.rtc.read().clone()
+    }
+
+    pub fn rtcd(&self) -> Option<Arc<super::rtcd_pool::RtcdPool>> {
+        self.rtcd.read().clone()
+    }
+
+    /// New calls go to rtcd: a service URL is set and the license allows it
+    /// (Enterprise, as upstream).
+    pub fn rtcd_mode(&self) -> bool {
+        !self.config().RTCDServiceURL.is_empty() && self.license().enterprise()
+    }
+
+    /// Records that a call's media runs on rtcd `host` (nothing for "").
+    pub fn track_call_host(&self, call_id: &str, host: &str) {
+        if host.is_empty() {
+            return;
+        }
+        let new = self
+            .call_hosts
+            .write()
+            .insert(call_id.to_string(), host.to_string())
+            .is_none();
+        if new {
+            if let Some(p) = self.rtcd() {
+                p.call_recovered(host);
+            }
+        }
+    }
+
+    /// The call ended: its rtcd host has one call less.
+    pub fn untrack_call_host(&self, call_id: &str) {
+        if let Some(host) = self.call_hosts.write().remove(call_id) {
+            if let Some(p) = self.rtcd() {
+                p.call_ended(&host);
+            }
+        }
+    }
+
+    /// The rtcd host of a call, if its media runs there.
+    pub fn call_host(&self, call_id: &str) -> Option<String> {
+        self.call_hosts.read().get(call_id).cloned()
     }
 
     pub fn license(&self) -> LicenseInfo {

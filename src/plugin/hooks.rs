@@ -108,6 +108,8 @@ impl Plugin for Hooks {
                     *app.license.write() = super::activate::license_info(&l);
                 }
                 tracing::info!("configuration applied");
+                let app2 = app.clone();
+                tokio::spawn(async move { super::activate::apply_media_mode(&app2).await });
                 Ok(Response::new(proto::ConfigurationChangeResponse::default()))
             }
             Err(e) => {

@@ -177,6 +177,23 @@ async fn join(
     if state.sessions.contains_key(conn_id) {
         return Err(refused("session is already connected"));
     }
+    if new_call {
+        // The media backend is chosen once per call; the call stays on it.
+        if app.rtcd_mode() {
+            let pool = app.rtcd().ok_or_else(|| refused("no host available"))?;
+            let host = pool
+                .host_for_new_call()
+                .await
+                .map_err(|e| refused(e.to_string()))?;
+            tracing::info!(call_id = state.call.id, host, "call placed on rtcd");
+            state.call.props.rtcd_host = host;
+        } else {
+            super::activate::ensure_rtc(app)
+                .await
+                .map_err(|e| refused(e.to_string()))?;
+        }
+    }
+    app.track_call_host(&state.call.id, &state.call.props.rtcd_host);
     if at_capacity(cfg.MaxCallParticipants, state.sessions.len()) {
         return Err(refused("user cannot join because of limits"));
     }
@@ -251,15 +268,11 @@ async fn join(
     app.metrics
         .websocket_connections
         .set(app.sessions.len() as i64);
-    spawn_session_task(app.clone(), local, inbox, false);
-    if let Some(rtc) = &app.rtc {
-        rtc.send(crate::sfu::shell::Command::AddSession {
-            group: crate::sfu::DEFAULT_GROUP.to_string(),
-            call_id: state.call.id.clone(),
-            session_id: conn_id.to_string(),
-            dc_signaling: data.dc_signaling && app.config().EnableDCSignaling,
-            av1: data.av1_support && app.config().EnableAV1,
-        });
+    spawn_session_task(app.clone(), local.clone(), inbox, false);
+    let dc = data.dc_signaling && cfg.EnableDCSignaling;
+    let av1 = data.av1_support && cfg.EnableAV1;
+    if let Err(e) = super::media::add_session(app, &local, dc, av1).await {
+        tracing::error!(session_id = conn_id, error = %e, "media session not started");
     }
 
     app.publish(
@@ -398,15 +411,12 @@ pub fn spawn_session_task(
 /// re-election, natural end when it was the last one.
 pub async fn remove_session(app: &App, channel_id: &str, session_id: &str) -> Result<()> {
     let t = std::time::Instant::now();
-    if let Some(rtc) = &app.rtc {
-        rtc.send(crate::sfu::shell::Command::RemoveSession {
-            session_id: session_id.to_string(),
-        });
-    }
     let guard = app.lock_call(channel_id).await?;
     let Some(mut state) = app.load_state(channel_id).await? else {
+        super::media::leave_media(app, None, session_id).await;
         return Ok(());
     };
+    super::media::leave_media(app, Some(&state.call.id), session_id).await;
     let Some(sess) = state.sessions.remove(session_id) else {
         tracing::debug!(session_id, "session not found in call state");
         return Ok(());
@@ -439,6 +449,7 @@ pub async fn remove_session(app: &App, channel_id: &str, session_id: &str) -> Re
     if ended {
         state.call.end_at = now_ms();
         state.call.participants = Json(json!(participants));
+        app.untrack_call_host(&state.call.id);
         let p = &mut state.call.props;
         p.rtcd_host.clear();
         p.dismissed_notification.clear();
@@ -573,7 +584,9 @@ async fn reconnect(
         auth_session,
     );
     app.sessions.insert(local.clone());
-    spawn_session_task(app.clone(), local, inbox, false);
+    spawn_session_task(app.clone(), local.clone(), inbox, false);
+    app.track_call_host(&state.call.id, &state.call.props.rtcd_host);
+    super::media::reconnected(app, &local).await;
     Ok(())
 }
 

@@ -13,6 +13,8 @@ pub mod media;
 pub mod metrics;
 pub mod model;
 pub mod mutex;
+pub mod rtcd_client;
+pub mod rtcd_pool;
 pub mod sessions;
 pub mod signaling;
 pub mod stats;
