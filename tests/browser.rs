@@ -104,7 +104,7 @@ impl Drop for UdpBlockedNet {
 
 /// Runs the browser scenario; returns its output (the test fails on a non-zero exit).
 pub async fn run_browsers(h: &HostProc, channel: &str, users: &[&str], scenario: &str) -> String {
-    run_browsers_in(h, channel, users, scenario, None).await
+    run_browsers_in(h, channel, users, scenario, None, &[]).await
 }
 
 async fn run_browsers_in(
@@ -113,6 +113,7 @@ async fn run_browsers_in(
     users: &[&str],
     scenario: &str,
     netns: Option<&str>,
+    env: &[(&str, String)],
 ) -> String {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     assert!(
@@ -136,6 +137,7 @@ async fn run_browsers_in(
         .env("USERS", users.join(","))
         .env("PASSWORD", "password1")
         .env("SCENARIO", scenario)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         // Only loopback origins are secure contexts (getUserMedia) by default.
         .env(
             "CHROMIUM_FLAGS",
@@ -187,7 +189,15 @@ async fn with_udp_blocked_media_flows_over_ice_tcp() {
     h.set_plugin_settings(&admin.1, json!({"DefaultEnabled": true}))
         .await;
     let (_, channel) = h.team_and_channel(&admin.1, &[&alice.0, &bob.0]).await;
-    let out = run_browsers_in(&h, &channel, &["alice", "bob"], "pair", Some(&net.name)).await;
+    let out = run_browsers_in(
+        &h,
+        &channel,
+        &["alice", "bob"],
+        "pair",
+        Some(&net.name),
+        &[],
+    )
+    .await;
     let result = out
         .lines()
         .find_map(|l| l.strip_prefix("RESULT "))
@@ -241,4 +251,55 @@ async fn av1_screen_share_reaches_an_av1_receiver() {
     let v = screen_with(json!({"DefaultEnabled": true, "EnableAV1": true})).await;
     assert_eq!(v["codec"], "video/AV1", "{v}");
     assert_eq!(v["dcSdp"], 0, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_talk_through_rtcd_while_the_plugin_restarts() {
+    let http = free_port_on("127.0.0.2");
+    let rtc = free_port_on("127.0.0.2");
+    let rtcd = RtcdProc::start("127.0.0.2", http, rtc);
+    let url = format!("http://127.0.0.2:{http}");
+    let h = HostProc::start_with(
+        Backend::Sqlite,
+        "enterprise",
+        "127.0.0.1",
+        &[("MM_CALLS_RTCD_SERVICE_URL", &url)],
+    )
+    .await;
+    let admin = h.user("", "admin").await;
+    let alice = h.user(&admin.1, "alice").await;
+    let bob = h.user(&admin.1, "bob").await;
+    h.install_and_enable(&admin.1).await;
+    h.set_plugin_settings(&admin.1, json!({"DefaultEnabled": true}))
+        .await;
+    let (_, channel) = h.team_and_channel(&admin.1, &[&alice.0, &bob.0]).await;
+    let pid = h.plugin_pid().await.expect("plugin running");
+    let out = run_browsers_in(
+        &h,
+        &channel,
+        &["alice", "bob"],
+        "restart",
+        None,
+        &[("PLUGIN_PID", pid.to_string())],
+    )
+    .await;
+    assert!(
+        out.contains("RESULT {\"ok\":true,\"sawDown\":true"),
+        "{out}"
+    );
+    let new_pid = h.plugin_pid().await.expect("plugin restarted");
+    assert_ne!(new_pid, pid);
+    // The media ran on rtcd the whole time: both sessions are there.
+    let m = reqwest::get(rtcd.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sessions: i64 = m
+        .lines()
+        .filter(|l| l.starts_with("rtcd_rtc_sessions_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+        .sum();
+    assert_eq!(sessions, 2, "{m}");
 }

@@ -220,6 +220,46 @@ async function screen(browser) {
   console.log(`RESULT ${JSON.stringify({ ok: true, codec, rids, dcSdp })}`);
 }
 
+// Two participants talking while the plugin process is killed (SIGKILL) and the
+// host restarts it: bob's inbound audio must keep growing the whole time.
+async function restart(browser) {
+  const [alice, bob] = await Promise.all(USERS.slice(0, 2).map((u) => Person.open(browser, u)));
+  await alice.join();
+  await bob.join();
+  await alice.click('mute');
+  await receives(bob, 'audio', 'alice');
+  const samples = [];
+  const sample = async () => samples.push({ t: Date.now(), packets: (await bob.inbound('audio')).packets });
+  const pluginUp = () => alice.page.evaluate(async () => {
+    try {
+      const r = await fetch('/plugins/com.mattermost.calls/version', { credentials: 'same-origin', headers: { 'X-Requested-With': 'XMLHttpRequest' } });
+      return r.ok;
+    } catch (e) { return false; }
+  });
+  for (let i = 0; i < 6; i++) { await sample(); await sleep(500); }
+  const killedAt = Date.now();
+  process.kill(Number(process.env.PLUGIN_PID), 'SIGKILL');
+  step('plugin killed');
+  let sawDown = false;
+  let backAt = 0;
+  while (Date.now() - killedAt < 60000) {
+    await sample();
+    const up = await pluginUp();
+    if (!up) sawDown = true;
+    if (up && sawDown) { backAt = Date.now(); break; }
+    await sleep(500);
+  }
+  if (!backAt) throw new Error('the plugin did not come back');
+  step(`plugin back after ${backAt - killedAt} ms`);
+  for (let i = 0; i < 12; i++) { await sample(); await sleep(500); }
+  // Every 2 s window from the kill on must show new packets.
+  for (const s of samples.filter((x) => x.t >= killedAt - 1000)) {
+    const later = samples.find((x) => x.t >= s.t + 2000);
+    if (later && later.packets <= s.packets) throw new Error(`audio stalled at ${s.t - killedAt} ms: ${JSON.stringify(samples)}`);
+  }
+  console.log(`RESULT ${JSON.stringify({ ok: true, sawDown, backAfterMs: backAt - killedAt, first: samples[0].packets, last: samples[samples.length - 1].packets })}`);
+}
+
 // Two participants only, for the network tests (UDP blocked: ICE-TCP).
 async function pair(browser) {
   const [alice, bob] = await Promise.all(USERS.slice(0, 2).map((u) => Person.open(browser, u)));
@@ -239,7 +279,7 @@ async function pair(browser) {
 
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: FLAGS, headless: true });
 try {
-  const scenarios = { pair, screen, full };
+  const scenarios = { pair, screen, full, restart };
   await scenarios[SCENARIO](browser);
 } catch (e) {
   console.log(`FAILED ${e.stack || e}`);

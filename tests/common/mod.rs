@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod dns;
+pub mod media_client;
 pub mod peer;
 
 use std::io::{BufRead, BufReader};
@@ -99,6 +101,16 @@ impl HostProc {
     /// Listens (API and advertised RTC address) on `ip` instead of loopback: for
     /// clients in a network namespace of their own.
     pub async fn start_on(backend: Backend, license: &str, ip: &str) -> HostProc {
+        HostProc::start_with(backend, license, ip, &[]).await
+    }
+
+    /// As `start_on`, with extra environment for the host and the plugin it starts.
+    pub async fn start_with(
+        backend: Backend,
+        license: &str,
+        ip: &str,
+        env: &[(&str, &str)],
+    ) -> HostProc {
         let dir = tempfile::tempdir().unwrap();
         let db_url = match backend {
             Backend::Sqlite => format!(
@@ -127,6 +139,7 @@ impl HostProc {
             .env("MM_CALLS_UDP_SERVER_PORT", rtc_port.to_string())
             .env("MM_CALLS_TCP_SERVER_PORT", rtc_port.to_string())
             .env("MM_CALLS_ICE_HOST_OVERRIDE", ip)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
