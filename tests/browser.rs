@@ -217,14 +217,8 @@ async fn with_udp_blocked_media_flows_over_ice_tcp() {
 /// scenario's result line.
 async fn screen_with(settings: serde_json::Value) -> serde_json::Value {
     let h = HostProc::start(Backend::Sqlite, "enterprise").await;
-    let admin = h.user("", "admin").await;
-    let alice = h.user(&admin.1, "alice").await;
-    let bob = h.user(&admin.1, "bob").await;
-    h.install_and_enable(&admin.1).await;
-    let (code, body) = h.set_plugin_settings(&admin.1, settings).await;
-    assert_eq!(code, 200, "{body}");
-    let (_, channel) = h.team_and_channel(&admin.1, &[&alice.0, &bob.0]).await;
-    let out = run_browsers(&h, &channel, &["alice", "bob"], "screen").await;
+    let s = h.setup(&["alice", "bob"], settings).await;
+    let out = run_browsers(&h, &s.channel, &["alice", "bob"], "screen").await;
     let result = out
         .lines()
         .find_map(|l| l.strip_prefix("RESULT "))
@@ -266,13 +260,10 @@ async fn browsers_talk_through_rtcd_while_the_plugin_restarts() {
         &[("MM_CALLS_RTCD_SERVICE_URL", &url)],
     )
     .await;
-    let admin = h.user("", "admin").await;
-    let alice = h.user(&admin.1, "alice").await;
-    let bob = h.user(&admin.1, "bob").await;
-    h.install_and_enable(&admin.1).await;
-    h.set_plugin_settings(&admin.1, json!({"DefaultEnabled": true}))
+    let s = h
+        .setup(&["alice", "bob"], json!({"DefaultEnabled": true}))
         .await;
-    let (_, channel) = h.team_and_channel(&admin.1, &[&alice.0, &bob.0]).await;
+    let channel = s.channel;
     let pid = h.plugin_pid().await.expect("plugin running");
     let out = run_browsers_in(
         &h,
@@ -290,16 +281,5 @@ async fn browsers_talk_through_rtcd_while_the_plugin_restarts() {
     let new_pid = h.plugin_pid().await.expect("plugin restarted");
     assert_ne!(new_pid, pid);
     // The media ran on rtcd the whole time: both sessions are there.
-    let m = reqwest::get(rtcd.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let sessions: i64 = m
-        .lines()
-        .filter(|l| l.starts_with("rtcd_rtc_sessions_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
-        .sum();
-    assert_eq!(sessions, 2, "{m}");
+    assert_eq!(rtcd.sessions().await, 2);
 }

@@ -27,24 +27,10 @@ fn port_free_on_all(ips: &[&str]) -> u16 {
     }
 }
 
-/// rtcd sessions on one host, from its metrics.
-async fn rtcd_sessions(r: &RtcdProc) -> i64 {
-    let Ok(resp) = reqwest::get(r.url("/metrics")).await else {
-        return -1;
-    };
-    resp.text()
-        .await
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with("rtcd_rtc_sessions_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
-        .sum()
-}
-
 async fn counts(fleet: &[RtcdProc]) -> Vec<i64> {
     let mut v = Vec::new();
     for r in fleet {
-        v.push(rtcd_sessions(r).await);
+        v.push(r.sessions().await);
     }
     v
 }

@@ -581,3 +581,50 @@ pub fn free_port_on(ip: &str) -> u16 {
         }
     }
 }
+
+/// An installed, enabled plugin with `settings`, an admin, users and one channel
+/// they are all members of.
+pub struct CallSetup {
+    pub admin: (String, String),
+    /// (user id, token) per name given.
+    pub users: Vec<(String, String)>,
+    pub team: String,
+    pub channel: String,
+}
+
+impl HostProc {
+    pub async fn setup(&self, names: &[&str], settings: Value) -> CallSetup {
+        let admin = self.user("", "admin").await;
+        let mut users = Vec::new();
+        for n in names {
+            users.push(self.user(&admin.1, n).await);
+        }
+        self.install_and_enable(&admin.1).await;
+        let (code, body) = self.set_plugin_settings(&admin.1, settings).await;
+        assert_eq!(code, 200, "{body}");
+        let ids: Vec<&str> = users.iter().map(|u| u.0.as_str()).collect();
+        let (team, channel) = self.team_and_channel(&admin.1, &ids).await;
+        CallSetup {
+            admin,
+            users,
+            team,
+            channel,
+        }
+    }
+}
+
+impl RtcdProc {
+    /// `rtcd_rtc_sessions_total`, summed over groups (-1 when rtcd does not answer).
+    pub async fn sessions(&self) -> i64 {
+        let Ok(resp) = reqwest::get(self.url("/metrics")).await else {
+            return -1;
+        };
+        resp.text()
+            .await
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("rtcd_rtc_sessions_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+            .sum()
+    }
+}
