@@ -81,10 +81,16 @@ impl Conn {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_api_and_auth_as_upstream() {
-    let r = RtcdProc::start(
+    let prom = free_port_on("127.0.0.2").to_string();
+    let r = RtcdProc::start_with(
         "127.0.0.2",
         free_port_on("127.0.0.2"),
         free_port_on("127.0.0.2"),
+        &[
+            ("RTCD_METRICS_ENABLEPROM", "true"),
+            ("RTCD_METRICS_PROMPORT", &prom),
+            ("RTCD_API_SECURITY_ALLOWEDORIGINS", "https://mm.example.com"),
+        ],
     );
     let http = reqwest::Client::new();
     let v: Value = http
@@ -236,6 +242,40 @@ async fn http_api_and_auth_as_upstream() {
     assert!(
         m.contains("rtcd_ws_connections_total{clientID=\"plugin-a\"} 1"),
         "{m}"
+    );
+    // The deployment guide's [metrics] port serves the same metrics.
+    let m2 = http
+        .get(format!("http://127.0.0.2:{prom}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m2.contains("rtcd_ws_connections_total"), "{m2}");
+    // allowed_origins: CORS for the listed origin; a websocket from another is refused.
+    let resp = http
+        .get(r.url("/version"))
+        .header("Origin", "https://mm.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "https://mm.example.com"
+    );
+    let mut req = r
+        .url("/ws")
+        .replace("http", "ws")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Authorization", basic("plugin-a", &key).parse().unwrap());
+    req.headers_mut()
+        .insert("Origin", "https://evil.example.com".parse().unwrap());
+    assert!(
+        tokio_tungstenite::connect_async(req).await.is_err(),
+        "foreign origin accepted"
     );
 }
 

@@ -39,7 +39,63 @@ pub fn router(r: Arc<Rtcd>) -> Router {
         .route("/calls/{call_id}/sessions/{session_id}", get(session))
         // Wrong methods are 404 upstream (stdlib not-found), not 405.
         .method_not_allowed_fallback(|| async { StatusCode::NOT_FOUND })
+        .layer(axum::middleware::from_fn_with_state(r.clone(), cors))
         .with_state(r)
+}
+
+/// `/metrics` alone, for `[metrics] prom_port`.
+pub fn metrics_router(r: Arc<Rtcd>) -> Router {
+    Router::new().route("/metrics", any(metrics)).with_state(r)
+}
+
+/// Whether a browser origin may call us: the same host, or listed in
+/// `api.security.allowed_origins` ("*" allows any).
+fn origin_allowed(r: &Rtcd, headers: &HeaderMap) -> Option<bool> {
+    let origin = headers.get(header::ORIGIN)?.to_str().ok()?;
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let same = origin.split_once("://").is_some_and(|(_, h)| h == host);
+    let listed = r
+        .config
+        .api
+        .security
+        .allowed_origins
+        .iter()
+        .any(|o| o == "*" || o == origin);
+    Some(same || listed)
+}
+
+/// CORS for the allowed origins (preflights answered here).
+async fn cors(
+    State(r): State<Arc<Rtcd>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let allowed = origin_allowed(&r, req.headers()) == Some(true);
+    let preflight = req.method() == axum::http::Method::OPTIONS;
+    let mut resp = if preflight {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(req).await
+    };
+    if let (true, Some(o)) = (allowed, origin) {
+        let h = resp.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+        if preflight {
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                "GET, POST".parse().expect("static"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                "Authorization, Content-Type".parse().expect("static"),
+            );
+        }
+    }
+    resp
 }
 
 fn coded(status: StatusCode, mut body: Value) -> Response {
@@ -256,6 +312,10 @@ async fn session(
 }
 
 async fn ws(State(r): State<Arc<Rtcd>>, headers: HeaderMap, up: WebSocketUpgrade) -> Response {
+    if origin_allowed(&r, &headers) == Some(false) {
+        tracing::warn!(origin = ?headers.get(header::ORIGIN), "websocket from a disallowed origin refused");
+        return StatusCode::FORBIDDEN.into_response();
+    }
     let who = match authenticate(&r, &headers).await {
         Ok(w) => w,
         Err(e) => {

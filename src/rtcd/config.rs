@@ -25,6 +25,24 @@ pub struct Config {
     pub rtc: RtcConfig,
     pub store: StoreConfig,
     pub logger: LoggerConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]` of the deployment guide: Prometheus metrics on a port of their own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub enable_prom: bool,
+    pub prom_port: i64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enable_prom: false,
+            prom_port: 9090,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -65,6 +83,8 @@ pub struct SecurityConfig {
     pub admin_secret_key: String,
     pub allow_self_registration: bool,
     pub session_cache: SessionCacheConfig,
+    /// Browser origins allowed to call the API (CORS) and open the websocket.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for SecurityConfig {
@@ -76,6 +96,7 @@ impl Default for SecurityConfig {
             session_cache: SessionCacheConfig {
                 expiration_minutes: 1440,
             },
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -307,6 +328,15 @@ impl Config {
                 "LOGGER_FILELEVEL" => self.logger.file_level = s(),
                 "LOGGER_FILELOCATION" => self.logger.file_location = s(),
                 "LOGGER_ENABLECOLOR" => self.logger.enable_color = b()?,
+                "METRICS_ENABLEPROM" => self.metrics.enable_prom = b()?,
+                "METRICS_PROMPORT" => self.metrics.prom_port = i()?,
+                "API_SECURITY_ALLOWEDORIGINS" => {
+                    self.api.security.allowed_origins = v
+                        .split(',')
+                        .map(|o| o.trim().to_string())
+                        .filter(|o| !o.is_empty())
+                        .collect()
+                }
                 _ => {}
             }
         }
@@ -398,6 +428,9 @@ impl Config {
             if !LEVELS.contains(&level.to_lowercase().as_str()) {
                 return bad(format!("{key}: invalid level {level:?}"));
             }
+        }
+        if self.metrics.enable_prom && !(1..=65535).contains(&self.metrics.prom_port) {
+            return bad("metrics.prom_port: value must be a TCP port".into());
         }
         if l.enable_file && l.file_location.trim().is_empty() {
             return bad("logger.file_location: value should not be empty".into());
@@ -550,6 +583,19 @@ enable_color = true
         assert_eq!(c.port_override_map().unwrap().len(), 2);
         assert_eq!(c.rtc.ice_servers[0].urls(), vec!["stun:a:1", "stun:b:2"]);
         assert!(!c.logger.enable_file);
+    }
+
+    #[test]
+    fn the_shipped_sample_config_is_valid() {
+        let text = include_str!("../../deploy/rtcd.toml");
+        let c = Config::from_toml(text).unwrap();
+        c.validate().unwrap();
+        assert!(c.metrics.enable_prom);
+        assert_eq!(c.metrics.prom_port, 9090);
+        assert_eq!(
+            c.api.security.allowed_origins,
+            vec!["https://mattermost.example.com"]
+        );
     }
 
     #[test]

@@ -213,6 +213,19 @@ pub async fn run(config: Config) -> Result<(), RtcdError> {
         .local_addr()
         .map_err(|e| RtcdError::Bind(listen.to_string(), e))?;
     tracing::info!(%local, version = api::COMPAT_VERSION, "rtcd listening");
+    if rtcd.config.metrics.enable_prom {
+        let addr = SocketAddr::new(listen.ip(), rtcd.config.metrics.prom_port as u16);
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| RtcdError::Bind(addr.to_string(), e))?;
+        tracing::info!(%addr, "metrics listening");
+        let app = api::metrics_router(rtcd.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(l, app).await {
+                tracing::error!(error = %e, "metrics server failed");
+            }
+        });
+    }
     println!("rtcd listening on http://{local}");
     let app = api::router(rtcd.clone());
     let drain = rtcd.clone();

@@ -523,6 +523,10 @@ pub const RTCD_ADMIN_KEY: &str = "admin-secret-key";
 
 impl RtcdProc {
     pub fn start(ip: &str, http_port: u16, rtc_port: u16) -> RtcdProc {
+        RtcdProc::start_with(ip, http_port, rtc_port, &[])
+    }
+
+    pub fn start_with(ip: &str, http_port: u16, rtc_port: u16, env: &[(&str, &str)]) -> RtcdProc {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_rtcd"))
             .arg("--config")
@@ -539,6 +543,7 @@ impl RtcdProc {
             .env("RTCD_STORE_DATASOURCE", dir.path().join("db"))
             .env("RTCD_LOGGER_ENABLEFILE", "false")
             .env("RTCD_LOGGER_CONSOLELEVEL", "debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
