@@ -10,6 +10,7 @@ pub mod handshake;
 pub mod host;
 pub mod ids;
 pub mod logging;
+pub mod lt;
 pub mod plugin;
 pub mod rtc_metrics;
 pub mod rtcd;

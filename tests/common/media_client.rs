@@ -1,11 +1,11 @@
 //! A Calls participant for process tests: the Calls websocket (join, msgpack `sdp`
 //! frames with zlib JSON, `signal` events) plus a str0m peer with real UDP.
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio_tungstenite::tungstenite::Message;
+
+pub use mmcalls::lt::participant::sdp_frame;
 
 use super::peer::Peer;
 use super::{HostProc, Ws, PREFIX};
@@ -13,23 +13,6 @@ use super::{HostProc, Ws, PREFIX};
 pub struct MediaClient {
     pub ws: Ws,
     pub peer: Peer,
-}
-
-pub fn sdp_frame(seq: i64, desc: &Value) -> Message {
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    z.write_all(desc.to_string().as_bytes()).unwrap();
-    let bytes = z.finish().unwrap();
-    let v = rmpv::Value::Map(vec![
-        ("action".into(), format!("{PREFIX}sdp").into()),
-        ("seq".into(), seq.into()),
-        (
-            "data".into(),
-            rmpv::Value::Map(vec![("data".into(), rmpv::Value::Binary(bytes))]),
-        ),
-    ]);
-    let mut buf = Vec::new();
-    rmpv::encode::write_value(&mut buf, &v).unwrap();
-    Message::Binary(buf.into())
 }
 
 impl MediaClient {

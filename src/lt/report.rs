@@ -1,0 +1,225 @@
+//! What a load run measured: samples over time (SFU CPU and RSS from /proc, received
+//! packet rate), per-participant outcomes, a JSON report, a table and a PNG plot.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::participant::Outcome;
+
+/// One second of the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    pub t_s: f64,
+    /// CPU of the sampled process, % of one core.
+    pub cpu_pct: Option<f64>,
+    pub rss_mb: Option<f64>,
+    pub rx_packets_per_s: f64,
+    pub rx_mbit_per_s: f64,
+    pub joined: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub calls: usize,
+    pub participants_per_call: usize,
+    pub unmuted_per_call: usize,
+    pub sharers_per_call: usize,
+    pub duration_s: f64,
+    pub joins_ok: usize,
+    pub joins_failed: usize,
+    pub errors: Vec<String>,
+    pub first_media_p50_ms: Option<f64>,
+    pub first_media_p99_ms: Option<f64>,
+    pub sent_audio: u64,
+    pub sent_video: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub loss_pct: f64,
+    pub sfu_cpu_avg_pct: Option<f64>,
+    pub sfu_rss_max_mb: Option<f64>,
+    pub samples: Vec<Sample>,
+}
+
+/// CPU seconds (user + system) and RSS of a process, from /proc.
+pub fn proc_usage(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start after ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    // USER_HZ is 100 on Linux.
+    Some((ticks / 100.0, rss_kb / 1024.0))
+}
+
+pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied()
+}
+
+impl Report {
+    pub fn build(
+        shape: (usize, usize, usize, usize),
+        duration: Duration,
+        outcomes: &[Outcome],
+        sent: (u64, u64),
+        samples: Vec<Sample>,
+    ) -> Report {
+        let ok: Vec<&Outcome> = outcomes.iter().filter(|o| o.ok).collect();
+        let mut lat: Vec<f64> = ok.iter().filter_map(|o| o.first_media_ms).collect();
+        lat.sort_by(|a, b| a.total_cmp(b));
+        let received: u64 = ok.iter().map(|o| o.received).sum();
+        let lost: u64 = ok.iter().map(|o| o.lost).sum();
+        let expected: u64 = ok.iter().map(|o| o.expected).sum();
+        let cpu: Vec<f64> = samples.iter().filter_map(|s| s.cpu_pct).collect();
+        let mut errors: Vec<String> = outcomes.iter().filter_map(|o| o.error.clone()).collect();
+        errors.sort();
+        errors.dedup();
+        Report {
+            calls: shape.0,
+            participants_per_call: shape.1,
+            unmuted_per_call: shape.2,
+            sharers_per_call: shape.3,
+            duration_s: duration.as_secs_f64(),
+            joins_ok: ok.len(),
+            joins_failed: outcomes.len() - ok.len(),
+            errors,
+            first_media_p50_ms: percentile(&lat, 0.5),
+            first_media_p99_ms: percentile(&lat, 0.99),
+            sent_audio: sent.0,
+            sent_video: sent.1,
+            received,
+            lost,
+            loss_pct: if expected > 0 {
+                lost as f64 * 100.0 / expected as f64
+            } else {
+                0.0
+            },
+            sfu_cpu_avg_pct: (!cpu.is_empty()).then(|| cpu.iter().sum::<f64>() / cpu.len() as f64),
+            sfu_rss_max_mb: samples.iter().filter_map(|s| s.rss_mb).reduce(f64::max),
+            samples,
+        }
+    }
+
+    pub fn table(&self) -> String {
+        let opt =
+            |v: Option<f64>, unit: &str| v.map_or("n/a".to_string(), |v| format!("{v:.1}{unit}"));
+        let rows = [
+            (
+                "shape",
+                format!(
+                    "{} calls x {} participants, {} unmuted, {} sharing",
+                    self.calls,
+                    self.participants_per_call,
+                    self.unmuted_per_call,
+                    self.sharers_per_call
+                ),
+            ),
+            ("duration", format!("{:.0} s", self.duration_s)),
+            (
+                "joins ok / failed",
+                format!("{} / {}", self.joins_ok, self.joins_failed),
+            ),
+            (
+                "join -> first media p50 / p99",
+                format!(
+                    "{} / {}",
+                    opt(self.first_media_p50_ms, " ms"),
+                    opt(self.first_media_p99_ms, " ms")
+                ),
+            ),
+            (
+                "packets sent (audio / video frames)",
+                format!("{} / {}", self.sent_audio, self.sent_video),
+            ),
+            ("packets received", self.received.to_string()),
+            ("lost", format!("{} ({:.2} %)", self.lost, self.loss_pct)),
+            ("SFU CPU avg", opt(self.sfu_cpu_avg_pct, " % of a core")),
+            ("SFU RSS max", opt(self.sfu_rss_max_mb, " MB")),
+        ];
+        let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        let mut out = String::new();
+        for (k, v) in rows {
+            out.push_str(&format!("{k:<w$}  {v}\n"));
+        }
+        for e in &self.errors {
+            out.push_str(&format!("error: {e}\n"));
+        }
+        out
+    }
+
+    /// CPU % and received Mbit/s over time, two panels, as PNG. Text needs a TrueType
+    /// font (Debian's fonts-dejavu-core); without one the panels have no labels.
+    pub fn plot(&self, path: &Path) -> Result<(), String> {
+        use plotters::prelude::*;
+        let font = std::fs::read("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").ok();
+        let text = match font {
+            Some(f) => {
+                // plotters keeps the font for the process: leaked once.
+                let f: &'static [u8] = Box::leak(f.into_boxed_slice());
+                plotters::style::register_font("sans-serif", FontStyle::Normal, f).is_ok()
+            }
+            None => false,
+        };
+        let root = BitMapBackend::new(path, (1000, 700)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let (top, bottom) = root.split_vertically(350);
+        let t_max = self.samples.last().map_or(1.0, |s| s.t_s.max(1.0));
+        let series = [
+            (
+                top,
+                "SFU CPU (% of one core)",
+                self.samples
+                    .iter()
+                    .map(|s| (s.t_s, s.cpu_pct.unwrap_or(0.0)))
+                    .collect::<Vec<_>>(),
+                RED,
+            ),
+            (
+                bottom,
+                "received (Mbit/s)",
+                self.samples
+                    .iter()
+                    .map(|s| (s.t_s, s.rx_mbit_per_s))
+                    .collect::<Vec<_>>(),
+                BLUE,
+            ),
+        ];
+        for (area, title, points, color) in series {
+            let y_max = points.iter().map(|p| p.1).fold(1.0f64, f64::max) * 1.1;
+            let mut b = ChartBuilder::on(&area);
+            b.margin(10);
+            if text {
+                b.caption(title, ("sans-serif", 20))
+                    .x_label_area_size(30)
+                    .y_label_area_size(50);
+            }
+            let mut chart = b
+                .build_cartesian_2d(0.0..t_max, 0.0..y_max)
+                .map_err(|e| e.to_string())?;
+            let mut mesh = chart.configure_mesh();
+            if text {
+                mesh.x_desc("seconds");
+            } else {
+                mesh.x_labels(0).y_labels(0);
+            }
+            mesh.draw().map_err(|e| e.to_string())?;
+            chart
+                .draw_series(LineSeries::new(points, &color))
+                .map_err(|e| e.to_string())?;
+        }
+        root.present().map_err(|e| e.to_string())
+    }
+}
