@@ -6,7 +6,7 @@ BUNDLE := dist/$(PLUGIN_ID)-$(VERSION).tar.gz
 DATA_DIR ?= data
 LISTEN ?= 127.0.0.1:8065
 
-.PHONY: build dist run test lint clean
+.PHONY: build dist run test lint clean bench
 
 build:
 	$(CARGO) build --release --bins
@@ -28,6 +28,10 @@ run: dist
 
 test:
 	./scripts/test.sh
+
+# The seed's capacity shapes on the integrated SFU and on rtcd (scripts/bench.sh).
+bench:
+	./scripts/bench.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# `make bench`: the seed's capacity shapes at this machine's scale, on the integrated
+# SFU and on rtcd. The SFU process is pinned to CPU 0, calls-lt to CPU 1 (taskset).
+#   (a) 1 call x A participants, 2 unmuted            (A: BENCH_A, default 500)
+#   (b) 1 call x B participants, 1 unmuted + 1 screen (B: BENCH_B, default 200)
+#   (c) C calls x 2 participants, both unmuted        (C: BENCH_C, default 250)
+# Per shape: CPU us per forwarded packet, memory per participant, loss, join latency.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+A="${BENCH_A:-500}"; B="${BENCH_B:-200}"; C="${BENCH_C:-250}"
+DUR="${BENCH_DURATION:-30}"; RATE="${BENCH_JOIN_RATE:-20}"
+TARGETS="${BENCH_TARGETS:-integrated rtcd}"
+OUT="${BENCH_OUT:-bench-results}"
+command -v taskset >/dev/null || { echo "taskset (util-linux) is required" >&2; exit 1; }
+
+make dist >/dev/null
+[ -f lt-media/speech.ogg ] && [ -f lt-media/screen.ivf ] || scripts/lt-media.sh lt-media >/dev/null
+BUNDLE="$(ls dist/com.mattermost.calls-*.tar.gz | head -1)"
+mkdir -p "$OUT"
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+# A port free for TCP and UDP within the settings' range [80, 49151].
+free_port() {
+  python3 - <<'PY'
+import random, socket
+while True:
+    p = random.randint(20000, 49151)
+    try:
+        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+            s = socket.socket(socket.AF_INET, kind); s.bind(("0.0.0.0", p)); s.close()
+        print(p); break
+    except OSError:
+        pass
+PY
+}
+
+# Starts host (+ rtcd) for a target; sets HOST_URL and SFU_PID.
+start_target() {
+  local target="$1" port rtc rtcd_http
+  port="$(free_port)"; rtc="$(free_port)"
+  local env=(MM_CALLS_UDP_SERVER_PORT="$rtc" MM_CALLS_TCP_SERVER_PORT="$rtc" MM_CALLS_ICE_HOST_OVERRIDE=127.0.0.1 MM_CALLS_DEFAULT_ENABLED=true)
+  if [ "$target" = rtcd ]; then
+    rtcd_http="$(free_port)"
+    RTCD_API_HTTP_LISTENADDRESS="127.0.0.2:$rtcd_http" RTCD_API_SECURITY_ALLOWSELFREGISTRATION=true \
+    RTCD_RTC_ICEADDRESSUDP=127.0.0.2 RTCD_RTC_ICEADDRESSTCP=127.0.0.2 RTCD_RTC_ICEPORTUDP="$rtc" \
+    RTCD_RTC_ICEPORTTCP="$rtc" RTCD_RTC_ICEHOSTOVERRIDE=127.0.0.2 RTCD_STORE_DATASOURCE="$WORK/rtcd-db" \
+    RTCD_LOGGER_ENABLEFILE=false RTCD_LOGGER_CONSOLELEVEL=warn \
+      taskset -c 0 target/release/rtcd --config "$WORK/none.toml" > "$WORK/rtcd.log" 2>&1 &
+    PIDS+=($!); SFU_PID=$!
+    sleep 1
+    env+=(MM_CALLS_RTCD_SERVICE_URL="http://127.0.0.2:$rtcd_http")
+  fi
+  rm -rf "$WORK/host-$target"
+  env "${env[@]}" RUST_LOG=warn target/release/calls-host --listen "127.0.0.1:$port" \
+    --data-dir "$WORK/host-$target" --plugin-bundle "$BUNDLE" > "$WORK/host-$target.log" 2>&1 &
+  PIDS+=($!)
+  HOST_URL="http://127.0.0.1:$port"
+  for _ in $(seq 1 100); do curl -sf "$HOST_URL/plugins/com.mattermost.calls/version" >/dev/null 2>&1 && break; sleep 0.2; done
+  if [ "$target" = integrated ]; then
+    SFU_PID="$(pgrep -f "$WORK/host-$target/plugins" | head -1)"
+    taskset -p -c 0 "$SFU_PID" >/dev/null
+    for t in /proc/"$SFU_PID"/task/*; do taskset -p -c 0 "$(basename "$t")" >/dev/null 2>&1 || true; done
+  fi
+}
+
+run_shape() {
+  local target="$1" name="$2" calls="$3" parts="$4" unmuted="$5" sharers="$6"
+  start_target "$target"
+  taskset -c 1 target/release/calls-lt --url "$HOST_URL" --calls "$calls" --participants "$parts" \
+    --unmuted "$unmuted" --sharers "$sharers" --duration "$DUR" --join-rate "$RATE" \
+    --pid "$SFU_PID" --user-prefix "b$name" --out "$OUT/$target-$name" > "$OUT/$target-$name.txt" 2>"$OUT/$target-$name.progress" || true
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; PIDS=()
+  sleep 1
+}
+
+for target in $TARGETS; do
+  run_shape "$target" a 1 "$A" 2 0
+  run_shape "$target" b 1 "$B" 1 1
+  run_shape "$target" c "$C" 2 2 0
+done
+
+python3 - "$OUT" $TARGETS <<'PY'
+import json, os, sys
+out, targets = sys.argv[1], sys.argv[2:]
+rows = []
+for t in targets:
+    for name in "abc":
+        p = os.path.join(out, f"{t}-{name}", "report.json")
+        if not os.path.exists(p):
+            rows.append((t, name, "failed: see " + os.path.join(out, f"{t}-{name}.txt"))); continue
+        r = json.load(open(p))
+        s = [x for x in r["samples"] if x.get("cpu_pct") is not None]
+        # Steady state: the last half of the run.
+        half = s[len(s)//2:] or s
+        cpu_s = sum(x["cpu_pct"] for x in half) / 100.0
+        pkts = sum(x["rx_packets_per_s"] for x in half)
+        us = cpu_s / pkts * 1e6 if pkts else float("nan")
+        rss = r.get("sfu_rss_max_mb") or 0.0
+        n = r["calls"] * r["participants_per_call"]
+        rows.append((t, name, f"{us:6.2f} us/pkt  {rss*1024/n:7.1f} KiB RSS/participant (max {rss:.0f} MB)  "
+                     f"loss {r['loss_pct']:.2f} %  join->media p50 {r['first_media_p50_ms'] or 0:.0f} ms p99 {r['first_media_p99_ms'] or 0:.0f} ms  "
+                     f"joins {r['joins_ok']}/{n}  {pkts/len(half):.0f} pkt/s"))
+print(f"{'target':<11} shape  result")
+for t, n, v in rows:
+    print(f"{t:<11} ({n})    {v}")
+PY
