@@ -69,6 +69,7 @@ start_target() {
 run_shape() {
   local target="$1" name="$2" calls="$3" parts="$4" unmuted="$5" sharers="$6"
   start_target "$target"
+  rm -rf "$OUT/$target-$name"
   taskset -c 1 target/release/calls-lt --url "$HOST_URL" --calls "$calls" --participants "$parts" \
     --unmuted "$unmuted" --sharers "$sharers" --duration "$DUR" --join-rate "$RATE" \
     --pid "$SFU_PID" --user-prefix "b$name" --out "$OUT/$target-$name" > "$OUT/$target-$name.txt" 2>"$OUT/$target-$name.progress" || true

@@ -119,6 +119,7 @@ async fn run(a: Args) -> Result<usize, String> {
         .team(&admin, &format!("lt-{run_id}"))
         .await
         .map_err(|e| e.to_string())?;
+    let enabled = api.calls_default_enabled(&admin).await;
     eprintln!(
         "setting up {} users in {} calls...",
         a.calls * a.participants,
@@ -137,7 +138,7 @@ async fn run(a: Args) -> Result<usize, String> {
         }
         let ids: Vec<String> = members.iter().map(|m| m.0.clone()).collect();
         let ch = api
-            .call_channel(&admin, &team, &format!("lt-{run_id}-{c}"), &ids)
+            .call_channel(&admin, &team, &format!("lt-{run_id}-{c}"), &ids, enabled)
             .await
             .map_err(|e| e.to_string())?;
         for (_, token, p) in members {

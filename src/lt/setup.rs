@@ -95,13 +95,30 @@ impl Api {
         Ok(v["id"].as_str().unwrap_or_default().to_string())
     }
 
-    /// An open channel with `members`, calls enabled in it.
+    /// Whether calls are enabled by default (no per-channel enabling needed).
+    pub async fn calls_default_enabled(&self, admin: &str) -> bool {
+        let r = self
+            .call(
+                reqwest::Method::GET,
+                "/plugins/com.mattermost.calls/config",
+                Some(admin),
+                Value::Null,
+            )
+            .await;
+        match r {
+            Ok((200, v, _)) => v["DefaultEnabled"].as_bool().unwrap_or(false),
+            _ => false,
+        }
+    }
+
+    /// An open channel with `members`, calls enabled in it unless `enabled_by_default`.
     pub async fn call_channel(
         &self,
         admin: &str,
         team: &str,
         name: &str,
         members: &[String],
+        enabled_by_default: bool,
     ) -> Result<String, SetupError> {
         for m in members {
             self.call(
@@ -136,17 +153,28 @@ impl Api {
             )
             .await?;
         }
-        let (s, v, _) = self
-            .call(
-                reqwest::Method::POST,
-                &format!("/plugins/com.mattermost.calls/{ch}"),
-                Some(admin),
-                json!({"enabled": true}),
-            )
-            .await?;
-        if s != 200 {
-            return Err(SetupError::Http("enable calls".into(), format!("{s} {v}")));
+        if enabled_by_default {
+            return Ok(ch);
         }
-        Ok(ch)
+        // The plugin API is rate limited per user (1/s, burst 10): wait and retry.
+        for _ in 0..30 {
+            let (s, v, _) = self
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/plugins/com.mattermost.calls/{ch}"),
+                    Some(admin),
+                    json!({"enabled": true}),
+                )
+                .await?;
+            match s {
+                200 => return Ok(ch),
+                429 => tokio::time::sleep(std::time::Duration::from_millis(1100)).await,
+                _ => return Err(SetupError::Http("enable calls".into(), format!("{s} {v}"))),
+            }
+        }
+        Err(SetupError::Http(
+            "enable calls".into(),
+            "still rate limited".into(),
+        ))
     }
 }
