@@ -5,6 +5,7 @@
 #   (b) 1 call x B participants, 1 unmuted + 1 screen (B: BENCH_B, default 200)
 #   (c) C calls x 2 participants, both unmuted        (C: BENCH_C, default 250)
 # Per shape: CPU us per forwarded packet, memory per participant, loss, join latency.
+# BENCH_TARGETS (integrated rtcd) and BENCH_SHAPES (a b c) select what runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 A="${BENCH_A:-500}"; B="${BENCH_B:-200}"; C="${BENCH_C:-250}"
@@ -77,10 +78,15 @@ run_shape() {
   sleep 1
 }
 
+SHAPES="${BENCH_SHAPES:-a b c}"
 for target in $TARGETS; do
-  run_shape "$target" a 1 "$A" 2 0
-  run_shape "$target" b 1 "$B" 1 1
-  run_shape "$target" c "$C" 2 2 0
+  for shape in $SHAPES; do
+    case "$shape" in
+      a) run_shape "$target" a 1 "$A" 2 0 ;;
+      b) run_shape "$target" b 1 "$B" 1 1 ;;
+      c) run_shape "$target" c "$C" 2 2 0 ;;
+    esac
+  done
 done
 
 python3 - "$OUT" $TARGETS <<'PY'
@@ -88,7 +94,7 @@ import json, os, sys
 out, targets = sys.argv[1], sys.argv[2:]
 rows = []
 for t in targets:
-    for name in "abc":
+    for name in os.environ.get("BENCH_SHAPES", "a b c").split():
         p = os.path.join(out, f"{t}-{name}", "report.json")
         if not os.path.exists(p):
             rows.append((t, name, "failed: see " + os.path.join(out, f"{t}-{name}.txt"))); continue
