@@ -164,17 +164,9 @@ async fn run_browsers_in(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browsers_talk_share_the_screen_reconnect_and_leave() {
     let h = HostProc::start(Backend::Sqlite, "enterprise").await;
-    let admin = h.user("", "admin").await;
-    let alice = h.user(&admin.1, "alice").await;
-    let bob = h.user(&admin.1, "bob").await;
-    let carol = h.user(&admin.1, "carol").await;
-    h.install_and_enable(&admin.1).await;
-    h.set_plugin_settings(&admin.1, json!({"DefaultEnabled": true}))
-        .await;
-    let (_, channel) = h
-        .team_and_channel(&admin.1, &[&alice.0, &bob.0, &carol.0])
-        .await;
-    let out = run_browsers(&h, &channel, &["alice", "bob", "carol"], "full").await;
+    let names = ["alice", "bob", "carol"];
+    let s = h.setup(&names, json!({"DefaultEnabled": true})).await;
+    let out = run_browsers(&h, &s.channel, &names, "full").await;
     assert!(out.contains("RESULT {\"ok\":true"), "{out}");
 }
 
@@ -182,27 +174,19 @@ async fn browsers_talk_share_the_screen_reconnect_and_leave() {
 async fn with_udp_blocked_media_flows_over_ice_tcp() {
     let net = UdpBlockedNet::create();
     let h = HostProc::start_on(Backend::Sqlite, "enterprise", &net.host_ip).await;
-    let admin = h.user("", "admin").await;
-    let alice = h.user(&admin.1, "alice").await;
-    let bob = h.user(&admin.1, "bob").await;
-    h.install_and_enable(&admin.1).await;
-    h.set_plugin_settings(&admin.1, json!({"DefaultEnabled": true}))
+    let s = h
+        .setup(&["alice", "bob"], json!({"DefaultEnabled": true}))
         .await;
-    let (_, channel) = h.team_and_channel(&admin.1, &[&alice.0, &bob.0]).await;
     let out = run_browsers_in(
         &h,
-        &channel,
+        &s.channel,
         &["alice", "bob"],
         "pair",
         Some(&net.name),
         &[],
     )
     .await;
-    let result = out
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .expect("no result line");
-    let v: serde_json::Value = serde_json::from_str(result).unwrap();
+    let v = result(&out);
     assert_eq!(v["pair"]["local"], "tcp", "{v}");
     assert!(
         v["pair"]["remote"]
@@ -219,11 +203,16 @@ async fn screen_with(settings: serde_json::Value) -> serde_json::Value {
     let h = HostProc::start(Backend::Sqlite, "enterprise").await;
     let s = h.setup(&["alice", "bob"], settings).await;
     let out = run_browsers(&h, &s.channel, &["alice", "bob"], "screen").await;
-    let result = out
+    result(&out)
+}
+
+/// The scenario's `RESULT {json}` line.
+fn result(out: &str) -> serde_json::Value {
+    let line = out
         .lines()
         .find_map(|l| l.strip_prefix("RESULT "))
         .expect("no result line");
-    serde_json::from_str(result).unwrap()
+    serde_json::from_str(line).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -490,15 +490,7 @@ async fn deactivation_marks_sessions_left(b: Backend) {
     wa.join(&s.channel).await;
     wa.expect("join").await;
     // Metrics through the plugin route, with upstream names.
-    let (code, metrics) = h
-        .req(
-            reqwest::Method::GET,
-            "",
-            "/plugins/com.mattermost.calls/metrics",
-            None,
-        )
-        .await;
-    assert_eq!(code, 200);
+    let metrics = h.plugin_metrics().await;
     assert!(
         metrics.contains(
             "mattermost_plugin_calls_websocket_events_total{direction=\"in\",type=\"join\"} 1"

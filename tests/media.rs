@@ -15,16 +15,13 @@ use tokio_tungstenite::tungstenite::Message;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_participants_hear_each_other_through_the_integrated_sfu() {
     let h = HostProc::start(Backend::Sqlite, "enterprise").await;
-    let admin = h.user("", "admin").await;
-    let alice = h.user(&admin.1, "alice").await;
-    let bob = h.user(&admin.1, "bob").await;
-    h.install_and_enable(&admin.1).await;
-    h.set_plugin_settings(&admin.1, json!({"DefaultEnabled": true}))
+    let s = h
+        .setup(&["alice", "bob"], json!({"DefaultEnabled": true}))
         .await;
-    let (_, channel) = h.team_and_channel(&admin.1, &[&alice.0, &bob.0]).await;
+    let (alice, bob, channel) = (&s.users[0], &s.users[1], &s.channel);
 
-    let mut a = MediaClient::join(&h, &alice.1, &channel, true).await;
-    let mut b = MediaClient::join(&h, &bob.1, &channel, false).await;
+    let mut a = MediaClient::join(&h, &alice.1, channel, true).await;
+    let mut b = MediaClient::join(&h, &bob.1, channel, false).await;
     run_until(
         &mut [&mut a, &mut b],
         Duration::from_secs(15),
@@ -148,15 +145,7 @@ fn metric(text: &str, name: &str) -> f64 {
 async fn metrics_until(h: &HostProc, ok: impl Fn(&str) -> bool) -> String {
     let end = Instant::now() + Duration::from_secs(10);
     loop {
-        let (code, text) = h
-            .req(
-                reqwest::Method::GET,
-                "",
-                "/plugins/com.mattermost.calls/metrics",
-                None,
-            )
-            .await;
-        assert_eq!(code, 200);
+        let text = h.plugin_metrics().await;
         if ok(&text) || Instant::now() > end {
             return text;
         }
@@ -169,15 +158,12 @@ async fn garbage_on_the_rtc_port_and_bad_signaling_leave_the_call_alone() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let h = HostProc::start(Backend::Sqlite, "enterprise").await;
-    let admin = h.user("", "admin").await;
-    let alice = h.user(&admin.1, "alice").await;
-    let bob = h.user(&admin.1, "bob").await;
-    h.install_and_enable(&admin.1).await;
-    h.set_plugin_settings(&admin.1, json!({"DefaultEnabled": true}))
+    let s = h
+        .setup(&["alice", "bob"], json!({"DefaultEnabled": true}))
         .await;
-    let (_, channel) = h.team_and_channel(&admin.1, &[&alice.0, &bob.0]).await;
-    let mut a = MediaClient::join(&h, &alice.1, &channel, true).await;
-    let mut b = MediaClient::join(&h, &bob.1, &channel, false).await;
+    let (alice, bob, channel) = (&s.users[0], &s.users[1], &s.channel);
+    let mut a = MediaClient::join(&h, &alice.1, channel, true).await;
+    let mut b = MediaClient::join(&h, &bob.1, channel, false).await;
     a.ws.send_calls("unmute", json!({}));
     b.ws.expect("user_unmuted").await;
     run_until(

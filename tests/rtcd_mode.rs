@@ -69,21 +69,18 @@ async fn calls_spread_over_the_fleet_and_follow_dns() {
         ],
     )
     .await;
-    let admin = h.user("", "admin").await;
-    h.install_and_enable(&admin.1).await;
-    h.set_plugin_settings(&admin.1, json!({"DefaultEnabled": true}))
-        .await;
+    let s = h.setup(&[], json!({"DefaultEnabled": true})).await;
+    let (admin, team) = (&s.admin, &s.team);
     let (code, v) = h
         .get(&admin.1, "/plugins/com.mattermost.calls/version")
         .await;
     assert_eq!(code, 200);
     assert_eq!(v["rtcd_version"], "v1.2.6", "{v}");
-    let (team, _) = h.team_and_channel(&admin.1, &[]).await;
 
     // Three calls on three idle hosts: one each, each pinned to its host.
     let mut clients = Vec::new();
     for name in ["user1", "user2", "user3"] {
-        clients.push(call(&h, &admin.1, &team, name).await);
+        clients.push(call(&h, &admin.1, team, name).await);
     }
     assert_eq!(counts(&fleet).await, vec![1, 1, 1], "calls spread");
 
@@ -92,7 +89,7 @@ async fn calls_spread_over_the_fleet_and_follow_dns() {
     let mut refs: Vec<&mut MediaClient> = clients.iter_mut().collect();
     run_for(&mut refs, Duration::from_secs(16), &[false, false, false]).await;
     for name in ["user4", "user5"] {
-        clients.push(call(&h, &admin.1, &team, name).await);
+        clients.push(call(&h, &admin.1, team, name).await);
     }
     assert_eq!(
         counts(&fleet).await,
@@ -105,7 +102,7 @@ async fn calls_spread_over_the_fleet_and_follow_dns() {
     let _ = fleet[1].child.wait();
     let mut refs: Vec<&mut MediaClient> = clients.iter_mut().collect();
     run_for(&mut refs, Duration::from_secs(2), &[false; 5]).await;
-    clients.push(call(&h, &admin.1, &team, "user6").await);
+    clients.push(call(&h, &admin.1, team, "user6").await);
     let c = counts(&fleet).await;
     assert_eq!(
         (c[0], c[2]),
@@ -128,17 +125,15 @@ async fn switching_to_rtcd_at_runtime_keeps_the_ongoing_call_integrated() {
         &[("MM_CALLS_RTCD_DNS_SERVER", &dns_addr)],
     )
     .await;
-    let admin = h.user("", "admin").await;
-    let alice = h.user(&admin.1, "alice").await;
-    let bob = h.user(&admin.1, "bob").await;
-    h.install_and_enable(&admin.1).await;
-    h.set_plugin_settings(&admin.1, json!({"DefaultEnabled": true}))
+    let s = h
+        .setup(&["alice", "bob"], json!({"DefaultEnabled": true}))
         .await;
-    let (team, ch) = h.team_and_channel(&admin.1, &[&alice.0, &bob.0]).await;
+    let (admin, alice, bob) = (&s.admin, &s.users[0], &s.users[1]);
+    let (team, ch) = (&s.team, &s.channel);
 
     // Call 1 in integrated mode, alice talking to bob.
-    let mut a = MediaClient::join(&h, &alice.1, &ch, true).await;
-    let mut b = MediaClient::join(&h, &bob.1, &ch, false).await;
+    let mut a = MediaClient::join(&h, &alice.1, ch, true).await;
+    let mut b = MediaClient::join(&h, &bob.1, ch, false).await;
     a.ws.send_calls("unmute", json!({}));
     run_until(
         &mut [&mut a, &mut b],
@@ -178,7 +173,7 @@ async fn switching_to_rtcd_at_runtime_keeps_the_ongoing_call_integrated() {
     assert!(ready, "plugin did not connect to rtcd");
 
     // A new call lands on rtcd; the old one goes on in the integrated SFU.
-    let carol = call(&h, &admin.1, &team, "carol").await;
+    let carol = call(&h, &admin.1, team, "carol").await;
     assert_eq!(counts(&fleet).await, vec![1], "new call on rtcd");
     let heard = b.peer.received.len();
     run_until(

@@ -240,13 +240,6 @@ pub async fn activate(host_addr: &str, bundle_path: &str) -> Result<App, Activat
     let bot = host.ensure_bot("calls", "Calls", "Calls Bot").await?;
     let (notes_tx, notes_rx) = tokio::sync::mpsc::unbounded_channel();
     let (rtcd_tx, rtcd_rx) = tokio::sync::mpsc::unbounded_channel();
-    let rtcd_mode = !config.RTCDServiceURL.is_empty() && license_info(&license).enterprise();
-    // The integrated SFU binds its port only when calls may use it.
-    let rtc = if rtcd_mode {
-        None
-    } else {
-        Some(start_rtc_server(&config, &metrics, notes_tx.clone()).await?)
-    };
     let app = App(Arc::new(Inner {
         mutexes: Mutexes::new(host.clone(), metrics.clone()),
         host,
@@ -263,7 +256,7 @@ pub async fn activate(host_addr: &str, bundle_path: &str) -> Result<App, Activat
         bundle_path: bundle_path.to_string(),
         group_calls_env: std::env::var("MM_CALLS_GROUP_CALLS_ALLOWED").is_ok_and(|v| v == "true"),
         stopped: Default::default(),
-        rtc: RwLock::new(rtc),
+        rtc: RwLock::new(None),
         rtc_notes: notes_tx,
         rtc_start: Default::default(),
         rtcd: RwLock::new(None),
@@ -272,9 +265,12 @@ pub async fn activate(host_addr: &str, bundle_path: &str) -> Result<App, Activat
     }));
     tokio::spawn(super::media::handle_notes(app.clone(), notes_rx));
     tokio::spawn(super::media::handle_rtcd(app.clone(), rtcd_rx));
-    if rtcd_mode {
+    if app.rtcd_mode() {
         // As upstream, activation fails when the rtcd fleet cannot be reached.
         start_rtcd(&app).await?;
+    } else {
+        // The integrated SFU binds its port only when calls may use it.
+        ensure_rtc(&app).await?;
     }
     recover_sessions(&app).await?;
     tokio::spawn(check_auth_sessions(app.clone()));

@@ -170,7 +170,7 @@ impl App {
             .is_none();
         if new {
             if let Some(p) = self.rtcd() {
-                p.call_recovered(host);
+                p.call_placed(host);
             }
         }
     }

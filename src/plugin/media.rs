@@ -13,7 +13,7 @@ use super::join::remove_session;
 use super::rtcd_pool::RtcdPool;
 use super::sessions::{LocalSession, Signal};
 use crate::rtcd::protocol::{rtc_type, Envelope, Join, RtcMessage};
-use crate::sfu::datachannel::inflate_sdp;
+use crate::sfu::datachannel::{inflate_sdp, SessionDescription};
 use crate::sfu::shell::{Command, Note, RtcServer};
 
 #[derive(Deserialize, Default)]
@@ -26,13 +26,6 @@ struct SdpData {
 struct IceData {
     #[serde(default)]
     data: String,
-}
-
-#[derive(Deserialize)]
-struct SessionDescription {
-    #[serde(rename = "type")]
-    kind: String,
-    sdp: String,
 }
 
 /// zlib-inflates a session description, at most `SDP_MAX` bytes.
@@ -144,7 +137,7 @@ pub async fn sdp(app: &App, s: &LocalSession, data: &[u8]) -> Result<()> {
     let d: SdpData =
         rmp_serde::from_slice(data).map_err(|e| refused(format!("invalid sdp message: {e}")))?;
     let raw = inflate(&d.data)?;
-    let desc: SessionDescription = serde_json::from_slice(&raw)
+    let desc = SessionDescription::from_json(&raw)
         .map_err(|e| refused(format!("invalid session description: {e}")))?;
     if desc.kind != "offer" && desc.kind != "answer" {
         return Err(refused(format!("invalid sdp type {:?}", desc.kind)));
@@ -159,7 +152,7 @@ pub async fn sdp(app: &App, s: &LocalSession, data: &[u8]) -> Result<()> {
             .offer(&s.original_conn_id, desc.sdp)
             .await
             .map_err(|e| refused(e.to_string()))?;
-        let json = json!({"type": "answer", "sdp": answer}).to_string();
+        let json = SessionDescription::answer(answer).to_json();
         send_signal(app, &s.original_conn_id, json).await;
     } else {
         rtc.send(Command::Answer {

@@ -2,7 +2,7 @@
 //! (`/version`, `/system`, `/register`) and one authenticated websocket that
 //! reconnects with a growing back-off, carrying the §2 envelopes both ways.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,7 +47,6 @@ pub struct RtcdClient {
     out: mpsc::UnboundedSender<Vec<u8>>,
     out_rx: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<Vec<u8>>>>,
     connected: AtomicBool,
-    failures: AtomicU32,
     stop: Notify,
     stopped: AtomicBool,
     pub version: parking_lot::Mutex<String>,
@@ -103,7 +102,6 @@ impl RtcdClient {
             out,
             out_rx: parking_lot::Mutex::new(Some(out_rx)),
             connected: AtomicBool::new(false),
-            failures: AtomicU32::new(0),
             stop: Notify::new(),
             stopped: AtomicBool::new(false),
             version: parking_lot::Mutex::new(String::new()),
@@ -112,11 +110,6 @@ impl RtcdClient {
 
     pub fn connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
-    }
-
-    /// Consecutive failed connection attempts.
-    pub fn failures(&self) -> u32 {
-        self.failures.load(Ordering::Relaxed)
     }
 
     /// Queues a message; it goes out as soon as the websocket is (back) up.
@@ -264,6 +257,7 @@ impl RtcdClient {
         inbound: Inbound,
     ) {
         let mut wait = Duration::ZERO;
+        let mut failures = 0u32;
         while !self.stopped.load(Ordering::Relaxed) {
             let socket = match ws.take() {
                 Some(s) => Ok(s),
@@ -278,15 +272,15 @@ impl RtcdClient {
             let socket = match socket {
                 Ok(s) => s,
                 Err(e) => {
-                    let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                    failures += 1;
                     if wait < MAX_BACKOFF {
                         wait += Duration::from_secs(2);
                     }
-                    tracing::warn!(host = self.ip, attempt = n, error = %e, "rtcd reconnect failed");
+                    tracing::warn!(host = self.ip, attempt = failures, error = %e, "rtcd reconnect failed");
                     continue;
                 }
             };
-            self.failures.store(0, Ordering::Relaxed);
+            failures = 0;
             self.connected.store(true, Ordering::Relaxed);
             tracing::info!(host = self.ip, "rtcd connected");
             let (mut tx, mut rx) = socket.split();

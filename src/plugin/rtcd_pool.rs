@@ -277,7 +277,7 @@ impl RtcdPool {
     }
 
     /// A call runs on `host` (placed now, or found again after a restart).
-    pub fn call_recovered(&self, host: &str) {
+    pub fn call_placed(&self, host: &str) {
         *self.calls.write().entry(host.to_string()).or_default() += 1;
     }
 

@@ -7,10 +7,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use serde_json::{json, Value};
+use serde_json::Value;
+
 use tokio::sync::mpsc;
 
 use super::protocol::{rtc_type, Envelope, Join, RtcMessage};
+use crate::sfu::datachannel::SessionDescription;
 use crate::sfu::shell::{Command, Note, RtcServer};
 
 /// A joined session.
@@ -179,19 +181,15 @@ impl Sessions {
                 }
             }
             rtc_type::SDP => {
-                let v = json()?;
-                let sdp = v
-                    .get("sdp")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                match v.get("type").and_then(Value::as_str) {
-                    Some("offer") => {
+                let SessionDescription { kind, sdp } =
+                    SessionDescription::from_json(&data).map_err(|e| bad(e.to_string()))?;
+                match kind.as_str() {
+                    "offer" => {
                         let me = self.clone();
                         tokio::spawn(async move {
                             match me.rtc.offer(&sid, sdp).await {
                                 Ok(answer) => {
-                                    let json = json!({"type": "answer", "sdp": answer}).to_string();
+                                    let json = SessionDescription::answer(answer).to_json();
                                     me.send_env(
                                         &sid,
                                         false,
@@ -205,7 +203,7 @@ impl Sessions {
                             }
                         });
                     }
-                    Some("answer") => self.rtc.send(Command::Answer {
+                    "answer" => self.rtc.send(Command::Answer {
                         session_id: sid,
                         sdp,
                     }),

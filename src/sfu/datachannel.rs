@@ -141,6 +141,41 @@ impl DcMessage {
     }
 }
 
+/// A session description as the Calls protocol carries it everywhere (websocket
+/// `sdp`/`signal`, data channel, rtcd `rtc` messages): a browser
+/// `RTCSessionDescription` in JSON, `{"type": "offer"|"answer", "sdp": ...}`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SessionDescription {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub sdp: String,
+}
+
+impl SessionDescription {
+    pub fn offer(sdp: impl Into<String>) -> SessionDescription {
+        SessionDescription {
+            kind: "offer".into(),
+            sdp: sdp.into(),
+        }
+    }
+
+    pub fn answer(sdp: impl Into<String>) -> SessionDescription {
+        SessionDescription {
+            kind: "answer".into(),
+            sdp: sdp.into(),
+        }
+    }
+
+    pub fn from_json(json: &[u8]) -> Result<SessionDescription, serde_json::Error> {
+        serde_json::from_slice(json)
+    }
+
+    pub fn to_json(&self) -> String {
+        // Two string fields: serializing cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
 /// zlib-inflates a session description, refusing more than `SDP_MAX` bytes.
 pub fn inflate_sdp(bytes: &[u8]) -> Result<Vec<u8>, DcError> {
     let mut out = Vec::new();

@@ -23,7 +23,7 @@ pub mod stun_discovery;
 pub mod tcp;
 mod vad;
 
-use datachannel::DcMessage;
+use datachannel::{DcMessage, SessionDescription};
 use observe::{NoObserver, RtcObserver, DIR_IN, DIR_OUT};
 use peer::{Cross, Inbound, OutTrack, Peer, PeerReport, PendingOffer, QueuedTrack};
 use simulcast::Layering;
@@ -888,8 +888,7 @@ impl Sfu {
                 removed,
             });
             self.dirty.insert(sid.clone());
-            let json =
-                serde_json::json!({"type": "offer", "sdp": offer.to_sdp_string()}).to_string();
+            let json = SessionDescription::offer(offer.to_sdp_string()).to_json();
             if !(peer.dc_signaling && peer.dc_send_sdp(&json)) {
                 out.push(Output::Offer {
                     session_id: sid.clone(),

@@ -11,7 +11,7 @@ use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
 use str0m::{Event, IceConnectionState, Output as RtcOutput, Rtc};
 
-use super::datachannel::{deflate_sdp, inflate_sdp, DcMessage};
+use super::datachannel::{deflate_sdp, inflate_sdp, DcMessage, SessionDescription};
 use super::observe::RtpCounts;
 use super::simulcast::Layering;
 use super::vad::Vad;
@@ -266,19 +266,13 @@ impl Peer {
         bytes: &[u8],
         cross: &mut Vec<Cross>,
     ) -> Result<(), SfuError> {
-        #[derive(serde::Deserialize)]
-        struct Desc {
-            #[serde(rename = "type")]
-            kind: String,
-            sdp: String,
-        }
         let json = inflate_sdp(bytes).map_err(|e| SfuError::Sdp(e.to_string()))?;
-        let desc: Desc = serde_json::from_slice(&json).map_err(|e| SfuError::Sdp(e.to_string()))?;
+        let desc =
+            SessionDescription::from_json(&json).map_err(|e| SfuError::Sdp(e.to_string()))?;
         match desc.kind.as_str() {
             "offer" => {
                 let answer = self.accept_offer(&desc.sdp)?;
-                let json = serde_json::json!({"type": "answer", "sdp": answer}).to_string();
-                self.dc_send_sdp(&json);
+                self.dc_send_sdp(&SessionDescription::answer(answer).to_json());
             }
             "answer" => {
                 let added = self.accept_answer(&desc.sdp)?;

@@ -338,6 +338,16 @@ impl Net {
             .unwrap();
     }
 
+    /// `screen_on` then the screen track, as a client shares: the SFU learns the
+    /// stream id, the client adds a video sender on it (simulcast with `rids`).
+    pub fn share_screen(&mut self, i: usize, stream_id: &str, rids: &[&str]) -> Mid {
+        let session = self.clients[i].session.clone();
+        self.sfu
+            .set_screen_stream(&session, Some(stream_id.to_string()))
+            .unwrap();
+        self.add_video_layers(i, stream_id, rids)
+    }
+
     /// The client stops its video sender (renegotiation from its side).
     pub fn stop_video(&mut self, i: usize) {
         let c = &mut self.clients[i];

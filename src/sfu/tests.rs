@@ -153,10 +153,7 @@ fn screen_share_renegotiates_both_ways_with_stable_extension_ids() {
     net.run(Duration::from_millis(200));
 
     // screen_on announces the stream, then the client adds the track.
-    net.sfu
-        .set_screen_stream("sess-a", Some("screen-1".into()))
-        .unwrap();
-    net.add_video(a, "screen-1");
+    net.share_screen(a, "screen-1", &[]);
     net.run(Duration::from_millis(300));
     net.send_video(a, Duration::from_secs(1), &mut frames);
     let c = &net.clients[b];
@@ -195,10 +192,7 @@ fn screen_share_renegotiates_both_ways_with_stable_extension_ids() {
     let got = net.clients[b].video.len();
 
     // Sharing again works, on a new m-line, with the same extension ids throughout.
-    net.sfu
-        .set_screen_stream("sess-a", Some("screen-2".into()))
-        .unwrap();
-    net.add_video(a, "screen-2");
+    net.share_screen(a, "screen-2", &[]);
     net.run(Duration::from_millis(300));
     net.send_video(a, Duration::from_secs(1), &mut frames);
     assert!(net.clients[b].video.len() > got + 10);
@@ -216,10 +210,7 @@ fn lost_video_packets_are_recovered_by_nack() {
     let a = net.join("call-1", "sess-a", "1.1.1.1:1000", false);
     let b = net.join("call-1", "sess-b", "2.2.2.2:2000", false);
     net.run(Duration::from_secs(1));
-    net.sfu
-        .set_screen_stream("sess-a", Some("screen-1".into()))
-        .unwrap();
-    net.add_video(a, "screen-1");
+    net.share_screen(a, "screen-1", &[]);
     net.run(Duration::from_millis(500));
     // One RTP packet in 10 lost on the way in (A→SFU) and on the way out (SFU→B).
     net.lose_every.insert("1.1.1.1:1000".parse().unwrap(), 10);
@@ -306,10 +297,7 @@ fn data_channel_ping_lock_and_garbage() {
     // While B holds the lock, the server makes no offer to B.
     let offers = net.clients[b].offers.len();
     net.sfu.set_muted("sess-b", false).unwrap();
-    net.sfu
-        .set_screen_stream("sess-a", Some("screen-1".into()))
-        .unwrap();
-    net.add_video(a, "screen-1");
+    net.share_screen(a, "screen-1", &[]);
     let mut frames = 0;
     net.send_video(a, Duration::from_millis(500), &mut frames);
     assert_eq!(
@@ -338,10 +326,7 @@ fn simulcast_subscriber_moves_between_layers_on_keyframes() {
     let a = net.join("call-1", "sess-a", "1.1.1.1:1000", false);
     let b = net.join("call-1", "sess-b", "2.2.2.2:2000", false);
     net.run(Duration::from_secs(1));
-    net.sfu
-        .set_screen_stream("sess-a", Some("screen-1".into()))
-        .unwrap();
-    net.add_video_layers(a, "screen-1", &["h", "l"]);
+    net.share_screen(a, "screen-1", &["h", "l"]);
     net.run(Duration::from_millis(500));
     let layer = |f: &Vec<u8>| f[5] as char;
     let is_key = |f: &Vec<u8>| f[0] == 0;
@@ -405,11 +390,8 @@ fn av1_receivers_get_the_av1_copy_of_a_screen_and_others_vp8() {
     let b = net.join_with("call-1", "sess-b", "2.2.2.2:2000", false, true);
     let c = net.join("call-1", "sess-c", "3.3.3.3:3000", false);
     net.run(Duration::from_secs(1));
-    net.sfu
-        .set_screen_stream("sess-a", Some("screen-1".into()))
-        .unwrap();
     // An AV1-capable sharer sends the screen twice: VP8 and AV1.
-    let vp8 = net.add_video(a, "screen-1");
+    let vp8 = net.share_screen(a, "screen-1", &[]);
     let av1 = net.add_video(a, "screen-1");
     let (mut n, mut m) = (0, 0);
     for _ in 0..30 {

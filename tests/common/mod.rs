@@ -144,28 +144,12 @@ impl HostProc {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("calls-host metrics on ") {
-                    let _ = tx.send(("metrics", addr.to_string()));
-                }
-                if let Some(addr) = line.strip_prefix("calls-host listening on ") {
-                    let _ = tx.send(("api", addr.to_string()));
-                }
-            }
-        });
-        let (mut base, mut metrics_base) = (String::new(), String::new());
-        while base.is_empty() || metrics_base.is_empty() {
-            match rx
-                .recv_timeout(Duration::from_secs(60))
-                .expect("host did not start")
-            {
-                ("api", a) => base = a,
-                (_, a) => metrics_base = a,
-            }
-        }
+        let addrs = announced(
+            &mut child,
+            &["calls-host listening on ", "calls-host metrics on "],
+            "host did not start",
+        );
+        let (base, metrics_base) = (addrs[0].clone(), addrs[1].clone());
         HostProc {
             child,
             base,
@@ -175,6 +159,20 @@ impl HostProc {
             http: reqwest::Client::new(),
             rtc_port,
         }
+    }
+
+    /// The plugin's Prometheus text (asserts a 200).
+    pub async fn plugin_metrics(&self) -> String {
+        let (code, text) = self
+            .req(
+                reqwest::Method::GET,
+                "",
+                "/plugins/com.mattermost.calls/metrics",
+                None,
+            )
+            .await;
+        assert_eq!(code, 200);
+        text
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -548,18 +546,7 @@ impl RtcdProc {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("rtcd listening on ") {
-                    let _ = tx.send(addr.to_string());
-                }
-            }
-        });
-        let base = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("rtcd did not start");
+        let base = announced(&mut child, &["rtcd listening on "], "rtcd did not start").remove(0);
         RtcdProc {
             child,
             base,
@@ -632,4 +619,27 @@ impl RtcdProc {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
             .sum()
     }
+}
+
+/// Waits for the `<prefix><value>` lines a child prints on stdout when it is ready
+/// (its listening addresses); the values in the order of `prefixes`.
+fn announced(child: &mut Child, prefixes: &[&'static str], what: &str) -> Vec<String> {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let wanted = prefixes.to_vec();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            for (i, p) in wanted.iter().enumerate() {
+                if let Some(v) = line.strip_prefix(p) {
+                    let _ = tx.send((i, v.to_string()));
+                }
+            }
+        }
+    });
+    let mut values = vec![String::new(); prefixes.len()];
+    while values.iter().any(String::is_empty) {
+        let (i, v) = rx.recv_timeout(Duration::from_secs(60)).expect(what);
+        values[i] = v;
+    }
+    values
 }
