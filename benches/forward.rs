@@ -5,6 +5,11 @@
 //!
 //!     cargo bench --bench forward            # N = 50, 200, 1000
 //!     cargo bench --bench forward -- 200     # one size
+//!
+//! FORWARD_SECONDS sets the measured talk time (default 5 s of simulated time). Wall
+//! time is noisy on shared machines; for exact comparisons count instructions with
+//! callgrind at two talk times and divide the difference by the packets forwarded in
+//! between (`scripts/forward-instructions.sh`).
 
 use std::time::Duration;
 
@@ -30,7 +35,11 @@ fn run(n: usize) {
     let before: usize = net.clients.iter().map(|c| c.received_count).sum();
     let sent_before = counter;
     net.sfu_busy = Duration::ZERO;
-    net.talk(publisher, Duration::from_secs(5), &mut counter);
+    let secs = std::env::var("FORWARD_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    net.talk(publisher, Duration::from_secs(secs), &mut counter);
     let forwarded = net.clients.iter().map(|c| c.received_count).sum::<usize>() - before;
     let sent = counter - sent_before;
     let per_packet_us = net.sfu_busy.as_secs_f64() * 1e6 / forwarded.max(1) as f64;

@@ -4,15 +4,23 @@
 #   (a) 1 call x A participants, 2 unmuted            (A: BENCH_A, default 500)
 #   (b) 1 call x B participants, 1 unmuted + 1 screen (B: BENCH_B, default 200)
 #   (c) C calls x 2 participants, both unmuted        (C: BENCH_C, default 250)
-# Per shape: CPU us per forwarded packet, memory per participant, loss, join latency.
+#   (d) 1 call x D participants, all muted (idle cost) (D: BENCH_D, default 500)
+# Per shape: CPU us per forwarded packet (total and user space), memory per
+# participant, loss, join latency; for (d) CPU us per idle participant per second.
 # BENCH_TARGETS (integrated rtcd) and BENCH_SHAPES (a b c) select what runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-A="${BENCH_A:-500}"; B="${BENCH_B:-200}"; C="${BENCH_C:-250}"
+A="${BENCH_A:-500}"; B="${BENCH_B:-200}"; C="${BENCH_C:-250}"; D="${BENCH_D:-500}"
 DUR="${BENCH_DURATION:-30}"; RATE="${BENCH_JOIN_RATE:-20}"
 TARGETS="${BENCH_TARGETS:-integrated rtcd}"
 OUT="${BENCH_OUT:-bench-results}"
-command -v taskset >/dev/null || { echo "taskset (util-linux) is required" >&2; exit 1; }
+missing=()
+for tool in taskset:util-linux espeak-ng:espeak-ng opusenc:opus-tools vpxenc:vpx-tools; do
+  command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "make bench needs: apt-get install ${missing[*]}" >&2; exit 1
+fi
 
 make dist >/dev/null
 [ -f lt-media/speech.ogg ] && [ -f lt-media/screen.ivf ] || scripts/lt-media.sh lt-media >/dev/null
@@ -78,13 +86,14 @@ run_shape() {
   sleep 1
 }
 
-SHAPES="${BENCH_SHAPES:-a b c}"
+SHAPES="${BENCH_SHAPES:-a b c d}"
 for target in $TARGETS; do
   for shape in $SHAPES; do
     case "$shape" in
       a) run_shape "$target" a 1 "$A" 2 0 ;;
       b) run_shape "$target" b 1 "$B" 1 1 ;;
       c) run_shape "$target" c "$C" 2 2 0 ;;
+      d) run_shape "$target" d 1 "$D" 0 0 ;;
     esac
   done
 done
@@ -94,7 +103,7 @@ import json, os, sys
 out, targets = sys.argv[1], sys.argv[2:]
 rows = []
 for t in targets:
-    for name in os.environ.get("BENCH_SHAPES", "a b c").split():
+    for name in os.environ.get("BENCH_SHAPES", "a b c d").split():
         p = os.path.join(out, f"{t}-{name}", "report.json")
         if not os.path.exists(p):
             rows.append((t, name, "failed: see " + os.path.join(out, f"{t}-{name}.txt"))); continue
@@ -103,11 +112,18 @@ for t in targets:
         # Steady state: the last half of the run.
         half = s[len(s)//2:] or s
         cpu_s = sum(x["cpu_pct"] for x in half) / 100.0
+        user_s = sum(x.get("cpu_user_pct") or 0.0 for x in half) / 100.0
         pkts = sum(x["rx_packets_per_s"] for x in half)
-        us = cpu_s / pkts * 1e6 if pkts else float("nan")
         rss = r.get("sfu_rss_max_mb") or 0.0
         n = r["calls"] * r["participants_per_call"]
-        rows.append((t, name, f"{us:6.2f} us/pkt  {rss*1024/n:7.1f} KiB RSS/participant (max {rss:.0f} MB)  "
+        if r["unmuted_per_call"] == 0 and r["sharers_per_call"] == 0:
+            # Idle shape: nothing is forwarded; the cost is per participant.
+            cost = f"{cpu_s / len(half) / max(r['joins_ok'], 1) * 1e6:6.1f} us CPU/s per idle participant"
+        else:
+            us = cpu_s / pkts * 1e6 if pkts else float("nan")
+            us_user = user_s / pkts * 1e6 if pkts else float("nan")
+            cost = f"{us:6.2f} us/pkt ({us_user:.2f} user)"
+        rows.append((t, name, f"{cost}  {rss*1024/n:7.1f} KiB RSS/participant (max {rss:.0f} MB)  "
                      f"loss {r['loss_pct']:.2f} %  join->media p50 {r['first_media_p50_ms'] or 0:.0f} ms p99 {r['first_media_p99_ms'] or 0:.0f} ms  "
                      f"joins {r['joins_ok']}/{n}  {pkts/len(half):.0f} pkt/s"))
 print(f"{'target':<11} shape  result")

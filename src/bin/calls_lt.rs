@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use mmcalls::lt::media_files::{ivf_frames, opus_packets};
 use mmcalls::lt::participant::{self, Media, Role, Totals};
-use mmcalls::lt::report::{proc_usage, Report, Sample};
+use mmcalls::lt::report::{proc_usage, ProcUsage, Report, Sample};
 use mmcalls::lt::setup::Api;
 
 #[derive(Parser, Debug)]
@@ -230,16 +230,17 @@ fn spawn_sampler(pid: Option<u32>, totals: Arc<Totals>, planned: u64, start: Ins
             let now = Instant::now();
             let dt = now.duration_since(last.0).as_secs_f64().max(1e-3);
             let usage = pid.and_then(proc_usage);
-            let cpu = match (usage, last.1) {
-                (Some((c1, _)), Some((c0, _))) => Some((c1 - c0) / dt * 100.0),
+            let pct = |f: fn(&ProcUsage) -> f64| match (&usage, &last.1) {
+                (Some(u1), Some(u0)) => Some((f(u1) - f(u0)) / dt * 100.0),
                 _ => None,
             };
             let rx = totals.received.load(Ordering::Relaxed);
             let rxb = totals.received_bytes.load(Ordering::Relaxed);
             let s = Sample {
                 t_s: now.duration_since(start).as_secs_f64(),
-                cpu_pct: cpu,
-                rss_mb: usage.map(|u| u.1),
+                cpu_pct: pct(|u| u.user_s + u.sys_s),
+                cpu_user_pct: pct(|u| u.user_s),
+                rss_mb: usage.map(|u| u.rss_mb),
                 rx_packets_per_s: (rx - last.2) as f64 / dt,
                 rx_mbit_per_s: (rxb - last.3) as f64 * 8.0 / dt / 1e6,
                 joined: totals.joined.load(Ordering::Relaxed),

@@ -12,8 +12,10 @@ use super::participant::Outcome;
 #[derive(Debug, Clone, Serialize)]
 pub struct Sample {
     pub t_s: f64,
-    /// CPU of the sampled process, % of one core.
+    /// CPU of the sampled process (user + system), % of one core.
     pub cpu_pct: Option<f64>,
+    /// The user-space part of `cpu_pct`.
+    pub cpu_user_pct: Option<f64>,
     pub rss_mb: Option<f64>,
     pub rx_packets_per_s: f64,
     pub rx_mbit_per_s: f64,
@@ -42,13 +44,24 @@ pub struct Report {
     pub samples: Vec<Sample>,
 }
 
-/// CPU seconds (user + system) and RSS of a process, from /proc.
-pub fn proc_usage(pid: u32) -> Option<(f64, f64)> {
+/// What /proc says about a process at one instant.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcUsage {
+    /// CPU seconds spent in user space.
+    pub user_s: f64,
+    /// CPU seconds spent in the kernel on the process's behalf.
+    pub sys_s: f64,
+    pub rss_mb: f64,
+}
+
+/// CPU seconds (user, system) and RSS of a process, from /proc.
+pub fn proc_usage(pid: u32) -> Option<ProcUsage> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces) start after ')'.
     let rest = stat.rsplit_once(')')?.1;
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    let utime = f.get(11)?.parse::<f64>().ok()?;
+    let stime = f.get(12)?.parse::<f64>().ok()?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let rss_kb: f64 = status
         .lines()
@@ -58,7 +71,11 @@ pub fn proc_usage(pid: u32) -> Option<(f64, f64)> {
         .parse()
         .ok()?;
     // USER_HZ is 100 on Linux.
-    Some((ticks / 100.0, rss_kb / 1024.0))
+    Some(ProcUsage {
+        user_s: utime / 100.0,
+        sys_s: stime / 100.0,
+        rss_mb: rss_kb / 1024.0,
+    })
 }
 
 pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {

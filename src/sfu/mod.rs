@@ -3,8 +3,10 @@
 //! is driven by `now`, so tests run in simulated time without sockets. The I/O shell
 //! (UDP/TCP on the RTC port) feeds datagrams in and sends `Output::Transmit` out.
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::format::Codec;
@@ -27,6 +29,13 @@ use datachannel::{DcMessage, SessionDescription};
 use observe::{NoObserver, RtcObserver, DIR_IN, DIR_OUT};
 use peer::{Cross, Inbound, OutTrack, Peer, PeerReport, PendingOffer, QueuedTrack};
 use simulcast::Layering;
+
+/// A session id inside the core: cloned on every forwarded packet, so shared.
+pub(crate) type Sid = Arc<str>;
+/// The core's maps are keyed by our own ids and addresses (no hash flooding from
+/// clients' choices), hashed on every packet: a fast hasher instead of SipHash.
+pub(crate) type FastMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
+type FastSet<K> = HashSet<K, rustc_hash::FxBuildHasher>;
 
 /// The group of sessions started by the plugin itself (rtcd: the client id).
 pub const DEFAULT_GROUP: &str = "default";
@@ -71,6 +80,8 @@ fn mime(codec: Codec) -> &'static str {
         _ => "unknown",
     }
 }
+/// How often every session is checked for connect/offer timeouts and silence.
+const HOUSEKEEPING: Duration = Duration::from_millis(50);
 /// One forwarded write in this many is timed for the write-time histogram.
 const WRITE_SAMPLE: u32 = 64;
 
@@ -168,15 +179,18 @@ impl SfuConfig {
 
 pub struct Sfu {
     config: SfuConfig,
-    peers: HashMap<String, Peer>,
-    calls: HashMap<String, Vec<String>>,
+    peers: FastMap<Sid, Peer>,
+    calls: FastMap<String, Vec<Sid>>,
     /// Remote address → session, learned from accepted datagrams (saves scanning).
-    routes: HashMap<SocketAddr, String>,
+    routes: FastMap<SocketAddr, Sid>,
     /// Sessions with output to drain: they got input, forwarded media or an offer.
-    dirty: HashSet<String>,
+    dirty: FastSet<Sid>,
     /// Voice activity changes to report at the next poll.
-    voice: Vec<(String, bool)>,
+    voice: Vec<(Sid, bool)>,
     observer: Box<dyn RtcObserver>,
+    /// Sessions by their next str0m timeout (at most one live entry per session).
+    timers: BinaryHeap<Reverse<(Instant, Sid)>>,
+    next_housekeeping: Option<Instant>,
     next_flush: Option<Instant>,
     writes: u32,
 }
@@ -189,12 +203,14 @@ impl Sfu {
     pub fn with_observer(config: SfuConfig, observer: Box<dyn RtcObserver>) -> Sfu {
         Sfu {
             config,
-            peers: HashMap::new(),
-            calls: HashMap::new(),
-            routes: HashMap::new(),
-            dirty: HashSet::new(),
+            peers: FastMap::default(),
+            calls: FastMap::default(),
+            routes: FastMap::default(),
+            dirty: FastSet::default(),
             voice: Vec::new(),
             observer,
+            timers: BinaryHeap::new(),
+            next_housekeeping: None,
             next_flush: None,
             writes: 0,
         }
@@ -277,14 +293,15 @@ impl Sfu {
                 }
             }
         }
-        members.push(session_id.to_string());
-        self.peers.insert(session_id.to_string(), peer);
-        self.dirty.insert(session_id.to_string());
+        let sid: Sid = session_id.into();
+        members.push(sid.clone());
+        self.peers.insert(sid.clone(), peer);
+        self.dirty.insert(sid);
         Ok(())
     }
 
     pub fn remove_session(&mut self, session_id: &str) {
-        let Some(mut peer) = self.peers.remove(session_id) else {
+        let Some((sid, mut peer)) = self.peers.remove_entry(session_id) else {
             return;
         };
         peer.rtc.disconnect();
@@ -300,10 +317,10 @@ impl Sfu {
         }
         peer.rtp
             .flush(&peer.group, &*self.observer, TrackType::PREFIXES);
-        self.routes.retain(|_, sid| sid != session_id);
-        self.dirty.remove(session_id);
+        self.routes.retain(|_, s| *s != sid);
+        self.dirty.remove(&sid);
         if let Some(members) = self.calls.get_mut(&peer.call_id) {
-            members.retain(|s| s != session_id);
+            members.retain(|s| *s != sid);
             if members.is_empty() {
                 self.calls.remove(&peer.call_id);
             }
@@ -311,18 +328,25 @@ impl Sfu {
         // The leaver's tracks end for everybody else (a server offer each).
         let mids: Vec<Mid> = peer.inbound.keys().copied().collect();
         for mid in mids {
-            self.unpublish(session_id, mid);
+            self.unpublish(&sid, mid);
         }
     }
 
     /// The session, marked for draining: every command may produce output.
     fn peer(&mut self, session_id: &str) -> Result<&mut Peer, SfuError> {
-        let peer = self
-            .peers
-            .get_mut(session_id)
-            .ok_or_else(|| SfuError::UnknownSession(session_id.to_string()))?;
-        self.dirty.insert(session_id.to_string());
-        Ok(peer)
+        let sid = self.sid(session_id)?;
+        self.dirty.insert(sid.clone());
+        self.peers
+            .get_mut(&sid)
+            .ok_or_else(|| SfuError::UnknownSession(session_id.to_string()))
+    }
+
+    /// The core's shared id of a session.
+    fn sid(&self, session_id: &str) -> Result<Sid, SfuError> {
+        self.peers
+            .get_key_value(session_id)
+            .map(|(k, _)| k.clone())
+            .ok_or_else(|| SfuError::UnknownSession(session_id.to_string()))
     }
 
     /// A client offer (SDP text); returns our answer's SDP text.
@@ -373,7 +397,7 @@ impl Sfu {
                 ended |= inb.vad.reset().is_some();
             }
             if ended {
-                self.voice.push((session_id.to_string(), false));
+                self.voice.push((session_id.into(), false));
             }
         }
         Ok(())
@@ -386,6 +410,7 @@ impl Sfu {
         session_id: &str,
         stream_id: Option<String>,
     ) -> Result<(), SfuError> {
+        let sid = self.sid(session_id)?;
         let peer = self.peer(session_id)?;
         peer.screen_stream_id = stream_id.clone();
         if stream_id.is_none() {
@@ -398,10 +423,10 @@ impl Sfu {
                 .map(|(m, _)| *m)
                 .collect();
             for mid in gone {
-                self.drop_inbound(session_id, mid);
+                self.drop_inbound(&sid, mid);
             }
         }
-        self.reclassify(session_id);
+        self.reclassify(&sid);
         Ok(())
     }
 
@@ -411,13 +436,14 @@ impl Sfu {
         session_id: &str,
         stream_id: Option<String>,
     ) -> Result<(), SfuError> {
+        let sid = self.sid(session_id)?;
         self.peer(session_id)?.video_stream_id = stream_id;
-        self.reclassify(session_id);
+        self.reclassify(&sid);
         Ok(())
     }
 
     /// Video that arrived before its stream was announced starts being forwarded.
-    fn reclassify(&mut self, session_id: &str) {
+    fn reclassify(&mut self, session_id: &Sid) {
         let Some(peer) = self.peers.get_mut(session_id) else {
             return;
         };
@@ -443,7 +469,7 @@ impl Sfu {
 
     /// Offers a publisher's track (once classified and its codec known) to the other
     /// participants of its call that should receive it.
-    fn publish(&mut self, src: &str, mid: Mid) {
+    fn publish(&mut self, src: &Sid, mid: Mid) {
         let Some(sender) = self.peers.get(src) else {
             return;
         };
@@ -462,7 +488,7 @@ impl Sfu {
             if let Some(p) = self.peers.get_mut(other) {
                 if receives(codec, sender_av1, p.av1) {
                     p.queued.push(QueuedTrack {
-                        source: src.to_string(),
+                        source: src.clone(),
                         source_mid: mid,
                         kind,
                         track,
@@ -474,7 +500,7 @@ impl Sfu {
     }
 
     /// A publisher's track is gone (screen off, m-line stopped).
-    fn drop_inbound(&mut self, src: &str, mid: Mid) {
+    fn drop_inbound(&mut self, src: &Sid, mid: Mid) {
         self.unpublish(src, mid);
         if let Some(p) = self.peers.get_mut(src) {
             if let Some((_, codec)) = p.inbound.remove(&mid).and_then(|i| i.published()) {
@@ -484,11 +510,12 @@ impl Sfu {
     }
 
     /// Ends a publisher's track for every receiver (made inactive in their next offer).
-    fn unpublish(&mut self, src: &str, mid: Mid) {
+    fn unpublish(&mut self, src: &Sid, mid: Mid) {
+        let key = (src.clone(), mid);
         for p in self.peers.values_mut() {
             p.queued
-                .retain(|q| !(q.source == src && q.source_mid == mid));
-            if let Some(local) = p.outbound.remove(&(src.to_string(), mid)) {
+                .retain(|q| !(q.source == *src && q.source_mid == mid));
+            if let Some(local) = p.outbound.remove(&key) {
                 if let Some(o) = p.outbound_source.remove(&local) {
                     self.observer.tracks(&p.group, "out", mime(o.codec), -1);
                 }
@@ -502,7 +529,7 @@ impl Sfu {
         let Some(p) = self.peers.get(session_id) else {
             return;
         };
-        let sources: Vec<(String, Mid)> = mids
+        let sources: Vec<(Sid, Mid)> = mids
             .iter()
             .filter_map(|m| p.outbound_source.get(m))
             .filter(|o| matches!(o.track, TrackType::Screen | TrackType::Video))
@@ -558,7 +585,7 @@ impl Sfu {
             return false;
         };
         if let Err(e) = peer.rtc.handle_input(input) {
-            tracing::warn!(session_id = sid, error = %e, "rtc input failed");
+            tracing::warn!(session_id = %sid, error = %e, "rtc input failed");
             self.observer.error(&peer.group, "ice");
         }
         self.routes.insert(source, sid.clone());
@@ -566,55 +593,14 @@ impl Sfu {
         true
     }
 
-    /// Drives every session up to `now`; returns when to call again at the latest.
+    /// Drives the sessions up to `now`: those with input or a due timer, plus a walk
+    /// over all of them every `HOUSEKEEPING`; returns when to call again at the latest.
     pub fn poll(&mut self, now: Instant, out: &mut Vec<Output>) -> Instant {
         let mut closed = Vec::new();
-        for (sid, peer) in self.peers.iter_mut() {
-            if peer.timeout.is_none_or(|t| t <= now) {
-                if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
-                    tracing::warn!(session_id = sid, error = %e, "rtc timeout failed");
-                }
-                peer.timeout = None;
-                self.dirty.insert(sid.clone());
-            }
-            let obs = &*self.observer;
-            if peer.connected_at.is_none() && peer.rtc.is_connected() {
-                peer.connected_at = Some(now);
-                obs.conn_state("connected");
-                obs.connection_time(&peer.group, (now - peer.created).as_secs_f64());
-            }
-            if !peer.dc_reported && peer.dc.is_some() {
-                peer.dc_reported = true;
-                obs.dc_open_time(&peer.group, (now - peer.created).as_secs_f64());
-            }
-            for r in peer.reports.drain(..) {
-                match r {
-                    PeerReport::Error(kind) => obs.error(&peer.group, kind),
-                    PeerReport::ClientStat(stat, v) => obs.client_stat(&peer.group, stat, v),
-                }
-            }
-            if !peer.rtc.is_connected() && now >= peer.created + self.config.connect_timeout {
-                tracing::warn!(
-                    session_id = sid,
-                    "peer connection not established in time (ICE/DTLS), closing it"
-                );
-                obs.conn_state("failed");
-                closed.push(sid.clone());
-            }
-            if peer
-                .pending
-                .as_ref()
-                .is_some_and(|p| now >= p.since + self.config.offer_timeout)
-            {
-                tracing::warn!(session_id = sid, "server offer not answered, retrying");
-                withdraw_offer(peer);
-                self.dirty.insert(sid.clone());
-            }
-            for inb in peer.inbound.values_mut() {
-                if let Some(on) = inb.vad.tick(now) {
-                    self.voice.push((sid.clone(), on));
-                }
-            }
+        self.fire_timers(now);
+        if self.next_housekeeping.is_none_or(|t| now >= t) {
+            self.next_housekeeping = Some(now + HOUSEKEEPING);
+            self.housekeeping(now, &mut closed);
         }
         // Forwarding makes subscribers dirty, which may produce more events: repeat
         // until quiet (bounded, the rest waits for the next poll).
@@ -624,17 +610,31 @@ impl Sfu {
             }
             let mut cross = Vec::new();
             for sid in std::mem::take(&mut self.dirty) {
-                if let Some(peer) = self.peers.get_mut(&sid) {
-                    if !peer.drain(&sid, now, out, &mut cross) {
-                        closed.push(sid);
+                let Some(peer) = self.peers.get_mut(&sid) else {
+                    continue;
+                };
+                let open = peer.drain(&sid, now, out, &mut cross);
+                peer.report(now, &*self.observer);
+                if let Some(t) = peer.timeout {
+                    // One heap entry per peer at a time: a later timeout is found when
+                    // the earlier entry fires.
+                    if peer.scheduled.is_none_or(|s| t < s) {
+                        peer.scheduled = Some(t);
+                        self.timers.push(Reverse((t, sid.clone())));
                     }
+                }
+                if !open {
+                    closed.push(sid);
                 }
             }
             self.route(now, cross);
             self.send_offers(now, out);
         }
         for (session_id, on) in self.voice.drain(..) {
-            out.push(Output::Voice { session_id, on });
+            out.push(Output::Voice {
+                session_id: session_id.to_string(),
+                on,
+            });
         }
         if self.next_flush.is_none_or(|t| now >= t) {
             self.next_flush = Some(now + Duration::from_secs(1));
@@ -646,17 +646,81 @@ impl Sfu {
         closed.dedup();
         for sid in closed {
             out.push(Output::Closed {
-                session_id: sid.clone(),
+                session_id: sid.to_string(),
             });
             self.remove_session(&sid);
         }
-        let mut next = now + Duration::from_millis(100);
-        for peer in self.peers.values() {
-            if let Some(t) = peer.timeout {
-                next = next.min(t);
-            }
+        let mut next = self.next_housekeeping.unwrap_or(now + HOUSEKEEPING);
+        if let Some(Reverse((t, _))) = self.timers.peek() {
+            next = next.min(*t);
+        }
+        if !self.dirty.is_empty() {
+            next = now;
         }
         next.max(now)
+    }
+
+    /// Hands the clock to the sessions whose str0m timeout is due (timer heap, so the
+    /// cost follows the due timers, not the number of sessions).
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some(Reverse((t, _))) = self.timers.peek() {
+            if *t > now {
+                break;
+            }
+            let Some(Reverse((t, sid))) = self.timers.pop() else {
+                break;
+            };
+            let Some(peer) = self.peers.get_mut(&sid) else {
+                continue;
+            };
+            if peer.scheduled != Some(t) {
+                continue;
+            }
+            peer.scheduled = None;
+            match peer.timeout {
+                Some(due) if due <= now => {
+                    if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
+                        tracing::warn!(session_id = %sid, error = %e, "rtc timeout failed");
+                    }
+                    peer.timeout = None;
+                    self.dirty.insert(sid);
+                }
+                Some(later) => {
+                    peer.scheduled = Some(later);
+                    self.timers.push(Reverse((later, sid)));
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// What is checked on every session, but not on every packet: connect and offer
+    /// timeouts, silence after speech.
+    fn housekeeping(&mut self, now: Instant, closed: &mut Vec<Sid>) {
+        for (sid, peer) in self.peers.iter_mut() {
+            if !peer.rtc.is_connected() && now >= peer.created + self.config.connect_timeout {
+                tracing::warn!(
+                    session_id = %sid,
+                    "peer connection not established in time (ICE/DTLS), closing it"
+                );
+                self.observer.conn_state("failed");
+                closed.push(sid.clone());
+            }
+            if peer
+                .pending
+                .as_ref()
+                .is_some_and(|p| now >= p.since + self.config.offer_timeout)
+            {
+                tracing::warn!(session_id = %sid, "server offer not answered, retrying");
+                withdraw_offer(peer);
+                self.dirty.insert(sid.clone());
+            }
+            for inb in peer.inbound.values_mut() {
+                if let Some(on) = inb.vad.tick(now) {
+                    self.voice.push((sid.clone(), on));
+                }
+            }
+        }
     }
 
     fn route(&mut self, now: Instant, cross: Vec<Cross>) {
@@ -673,7 +737,7 @@ impl Sfu {
                             _ => Vec::new().into(),
                         };
                     if track.is_none() {
-                        tracing::debug!(session_id = src, %mid, stream_id, "video of an unannounced stream held back");
+                        tracing::debug!(session_id = %src, %mid, stream_id, "video of an unannounced stream held back");
                     }
                     peer.inbound.insert(
                         mid,
@@ -724,7 +788,7 @@ impl Sfu {
     }
 
     /// One publisher's frame to every subscriber of it in the same call.
-    fn forward(&mut self, now: Instant, src: &str, data: str0m::media::MediaData) {
+    fn forward(&mut self, now: Instant, src: &Sid, data: str0m::media::MediaData) {
         let Some(sender) = self.peers.get_mut(src) else {
             return;
         };
@@ -747,14 +811,14 @@ impl Sfu {
                 return;
             }
             if let Some(on) = inb.vad.frame(now, data.ext_vals.audio_level) {
-                self.voice.push((src.to_string(), on));
+                self.voice.push((src.clone(), on));
             }
         }
         let rids = data.rid.map(|_| inb.rids.clone());
         let keyframe = data.is_keyframe();
         let mut keyframe_requests: Vec<str0m::media::Rid> = Vec::new();
         let call = sender.call_id.clone();
-        let key = (src.to_string(), data.mid);
+        let key = (src.clone(), data.mid);
         for other in self.calls.get(&call).into_iter().flatten() {
             if other == src {
                 continue;
@@ -798,7 +862,7 @@ impl Sfu {
                 .then(|| self.observer.clock())
                 .flatten();
             if let Err(e) = w.write(pt, data.network_time, time, data.data.clone()) {
-                tracing::debug!(session_id = other, error = %e, "forward write failed");
+                tracing::debug!(session_id = %other, error = %e, "forward write failed");
                 p.reports.push(PeerReport::Error("rtp"));
             }
             if let (Some(t0), Some(t1)) = (t0, self.observer.clock()) {
@@ -816,7 +880,7 @@ impl Sfu {
                         let _ = w.request_keyframe(Some(rid), KeyframeRequestKind::Pli);
                     }
                 }
-                self.dirty.insert(src.to_string());
+                self.dirty.insert(src.clone());
             }
         }
     }
@@ -843,7 +907,7 @@ impl Sfu {
                 let mid = api.add_media(
                     q.kind,
                     Direction::SendOnly,
-                    Some(q.source.clone()),
+                    Some(q.source.to_string()),
                     Some(track_id),
                     None,
                 );
@@ -876,7 +940,7 @@ impl Sfu {
                     (
                         mid.to_string(),
                         o.track.prefix().to_string(),
-                        o.source.clone(),
+                        o.source.to_string(),
                     )
                 })
                 .collect();
@@ -891,7 +955,7 @@ impl Sfu {
             let json = SessionDescription::offer(offer.to_sdp_string()).to_json();
             if !(peer.dc_signaling && peer.dc_send_sdp(&json)) {
                 out.push(Output::Offer {
-                    session_id: sid.clone(),
+                    session_id: sid.to_string(),
                     json,
                 });
             }

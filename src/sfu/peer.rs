@@ -2,7 +2,7 @@
 //! publishes and receives, and its data channel (ping, SDP, lock, MediaMap). Knows
 //! nothing of other peers: what concerns them leaves as a [`Cross`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
@@ -12,10 +12,10 @@ use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
 use str0m::{Event, IceConnectionState, Output as RtcOutput, Rtc};
 
 use super::datachannel::{deflate_sdp, inflate_sdp, DcMessage, SessionDescription};
-use super::observe::RtpCounts;
+use super::observe::{RtcObserver, RtpCounts};
 use super::simulcast::Layering;
 use super::vad::Vad;
-use super::{Output, SfuError, TrackType};
+use super::{FastMap, Output, SfuError, Sid, TrackType};
 
 /// How long a client may hold the signaling lock without releasing it.
 pub const CLIENT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -43,7 +43,7 @@ impl Inbound {
 /// A forwarded track waiting for a server offer.
 #[derive(Clone)]
 pub(super) struct QueuedTrack {
-    pub source: String,
+    pub source: Sid,
     pub source_mid: Mid,
     pub kind: MediaKind,
     pub track: TrackType,
@@ -53,7 +53,7 @@ pub(super) struct QueuedTrack {
 /// What one of our send-only mids carries.
 #[derive(Clone)]
 pub(super) struct OutTrack {
-    pub source: String,
+    pub source: Sid,
     pub source_mid: Mid,
     pub track: TrackType,
     pub codec: Codec,
@@ -82,9 +82,9 @@ pub(super) struct Peer {
     pub rtc: Rtc,
     pub inbound: BTreeMap<Mid, Inbound>,
     /// (source session, source mid) → our mid that carries it to this peer.
-    pub outbound: HashMap<(String, Mid), Mid>,
+    pub outbound: FastMap<(Sid, Mid), Mid>,
     /// Our mid → what it carries, to route keyframe requests back and for MediaMap.
-    pub outbound_source: HashMap<Mid, OutTrack>,
+    pub outbound_source: FastMap<Mid, OutTrack>,
     pub queued: Vec<QueuedTrack>,
     /// Our mids whose source is gone: made inactive in the next offer.
     pub removing: Vec<Mid>,
@@ -93,6 +93,8 @@ pub(super) struct Peer {
     pub screen_stream_id: Option<String>,
     pub video_stream_id: Option<String>,
     pub timeout: Option<Instant>,
+    /// The time of this peer's entry in the core's timer heap, if it has one.
+    pub scheduled: Option<Instant>,
     pub dc: Option<ChannelId>,
     /// The client announced `dcSignaling`: our SDP goes over the data channel.
     pub dc_signaling: bool,
@@ -111,16 +113,16 @@ pub(super) struct Peer {
 // live in one short Vec per poll.
 #[allow(clippy::large_enum_variant)]
 pub(super) enum Cross {
-    Media(String, str0m::media::MediaData),
-    Keyframe(String, Mid, KeyframeRequestKind),
+    Media(Sid, str0m::media::MediaData),
+    Keyframe(Sid, Mid, KeyframeRequestKind),
     /// A receiving m-line appeared (or came back) on the publisher's side.
-    Added(String, Mid, MediaKind),
+    Added(Sid, Mid, MediaKind),
     /// The publisher stopped sending on this m-line.
-    Stopped(String, Mid),
+    Stopped(Sid, Mid),
     /// The client answered our offer: new subscriptions need a keyframe.
-    Answered(String, Vec<Mid>),
+    Answered(Sid, Vec<Mid>),
     /// A receiver report's loss fraction for one of our send-only mids.
-    Loss(String, Mid, f32),
+    Loss(Sid, Mid, f32),
 }
 
 impl Peer {
@@ -130,8 +132,8 @@ impl Peer {
             call_id: call_id.to_string(),
             rtc,
             inbound: BTreeMap::new(),
-            outbound: HashMap::new(),
-            outbound_source: HashMap::new(),
+            outbound: FastMap::default(),
+            outbound_source: FastMap::default(),
             queued: Vec::new(),
             removing: Vec::new(),
             pending: None,
@@ -139,6 +141,7 @@ impl Peer {
             screen_stream_id: None,
             video_stream_id: None,
             timeout: None,
+            scheduled: None,
             dc: None,
             dc_signaling: false,
             av1: false,
@@ -148,6 +151,25 @@ impl Peer {
             dc_reported: false,
             reports: Vec::new(),
             rtp: RtpCounts::default(),
+        }
+    }
+
+    /// Reports what changed since the last drain to the metrics observer.
+    pub fn report(&mut self, now: Instant, obs: &dyn RtcObserver) {
+        if self.connected_at.is_none() && self.rtc.is_connected() {
+            self.connected_at = Some(now);
+            obs.conn_state("connected");
+            obs.connection_time(&self.group, (now - self.created).as_secs_f64());
+        }
+        if !self.dc_reported && self.dc.is_some() {
+            self.dc_reported = true;
+            obs.dc_open_time(&self.group, (now - self.created).as_secs_f64());
+        }
+        for r in self.reports.drain(..) {
+            match r {
+                PeerReport::Error(kind) => obs.error(&self.group, kind),
+                PeerReport::ClientStat(stat, v) => obs.client_stat(&self.group, stat, v),
+            }
         }
     }
 
@@ -206,25 +228,25 @@ impl Peer {
         self.dc_send(&DcMessage::Sdp(deflate_sdp(json)))
     }
 
-    fn on_dc_text(&mut self, sid: &str, data: &[u8]) {
+    fn on_dc_text(&mut self, sid: &Sid, data: &[u8]) {
         if data == b"ping" {
             if let Some(mut ch) = self.dc.and_then(|id| self.rtc.channel(id)) {
                 let _ = ch.write(false, b"pong");
             }
         } else {
             tracing::debug!(
-                session_id = sid,
+                session_id = %sid,
                 len = data.len(),
                 "unknown data channel text"
             );
         }
     }
 
-    fn on_dc_binary(&mut self, sid: &str, now: Instant, data: &[u8], cross: &mut Vec<Cross>) {
+    fn on_dc_binary(&mut self, sid: &Sid, now: Instant, data: &[u8], cross: &mut Vec<Cross>) {
         let msg = match DcMessage::decode(data) {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(session_id = sid, error = %e, "bad data channel message");
+                tracing::warn!(session_id = %sid, error = %e, "bad data channel message");
                 self.reports.push(PeerReport::Error("signaling"));
                 return;
             }
@@ -244,7 +266,7 @@ impl Peer {
             DcMessage::Unlock => self.client_lock_until = None,
             DcMessage::Sdp(bytes) => {
                 if let Err(e) = self.on_dc_sdp(sid, &bytes, cross) {
-                    tracing::warn!(session_id = sid, error = %e, "data channel sdp refused");
+                    tracing::warn!(session_id = %sid, error = %e, "data channel sdp refused");
                     self.reports.push(PeerReport::Error("signaling"));
                 }
             }
@@ -253,7 +275,7 @@ impl Peer {
             DcMessage::Jitter(v) => self.reports.push(PeerReport::ClientStat("jitter", v)),
             DcMessage::Pong | DcMessage::LockResponse(_) | DcMessage::MediaMap(_) => {
                 tracing::debug!(
-                    session_id = sid,
+                    session_id = %sid,
                     "unexpected server-side data channel message"
                 );
             }
@@ -262,7 +284,7 @@ impl Peer {
 
     fn on_dc_sdp(
         &mut self,
-        sid: &str,
+        sid: &Sid,
         bytes: &[u8],
         cross: &mut Vec<Cross>,
     ) -> Result<(), SfuError> {
@@ -276,7 +298,7 @@ impl Peer {
             }
             "answer" => {
                 let added = self.accept_answer(&desc.sdp)?;
-                cross.push(Cross::Answered(sid.to_string(), added));
+                cross.push(Cross::Answered(sid.clone(), added));
             }
             other => return Err(SfuError::Sdp(format!("unknown description type {other:?}"))),
         }
@@ -287,7 +309,7 @@ impl Peer {
     /// for the others to `cross`. Returns false when the peer connection is over.
     pub fn drain(
         &mut self,
-        sid: &str,
+        sid: &Sid,
         now: Instant,
         out: &mut Vec<Output>,
         cross: &mut Vec<Cross>,
@@ -296,7 +318,7 @@ impl Peer {
             let o = match self.rtc.poll_output() {
                 Ok(o) => o,
                 Err(e) => {
-                    tracing::warn!(session_id = sid, error = %e, "rtc failed");
+                    tracing::warn!(session_id = %sid, error = %e, "rtc failed");
                     return false;
                 }
             };
@@ -310,7 +332,8 @@ impl Peer {
                         proto: t.proto,
                         source: t.source,
                         destination: t.destination,
-                        contents: t.contents.to_vec(),
+                        // The datagram str0m made is handed on, not copied.
+                        contents: t.contents.into(),
                     });
                     continue;
                 }
@@ -323,32 +346,32 @@ impl Peer {
                 Event::MediaAdded(m)
                     if matches!(m.direction, Direction::RecvOnly | Direction::SendRecv) =>
                 {
-                    cross.push(Cross::Added(sid.to_string(), m.mid, m.kind));
+                    cross.push(Cross::Added(sid.clone(), m.mid, m.kind));
                 }
                 Event::MediaChanged(m) => {
                     let receiving =
                         matches!(m.direction, Direction::RecvOnly | Direction::SendRecv);
                     match (receiving, self.inbound.contains_key(&m.mid)) {
-                        (false, true) => cross.push(Cross::Stopped(sid.to_string(), m.mid)),
+                        (false, true) => cross.push(Cross::Stopped(sid.clone(), m.mid)),
                         (true, false) => {
                             if let Some(kind) = self.rtc.media(m.mid).map(|x| x.kind()) {
-                                cross.push(Cross::Added(sid.to_string(), m.mid, kind));
+                                cross.push(Cross::Added(sid.clone(), m.mid, kind));
                             }
                         }
                         _ => {}
                     }
                 }
-                Event::MediaData(d) => cross.push(Cross::Media(sid.to_string(), d)),
+                Event::MediaData(d) => cross.push(Cross::Media(sid.clone(), d)),
                 Event::MediaEgressStats(s) => {
                     if let Some(loss) = s.loss {
-                        cross.push(Cross::Loss(sid.to_string(), s.mid, loss));
+                        cross.push(Cross::Loss(sid.clone(), s.mid, loss));
                     }
                 }
                 Event::KeyframeRequest(r) => {
-                    cross.push(Cross::Keyframe(sid.to_string(), r.mid, r.kind))
+                    cross.push(Cross::Keyframe(sid.clone(), r.mid, r.kind))
                 }
                 Event::ChannelOpen(id, label) => {
-                    tracing::debug!(session_id = sid, label, "data channel open");
+                    tracing::debug!(session_id = %sid, label, "data channel open");
                     if self.dc.is_none() {
                         self.dc = Some(id);
                     }

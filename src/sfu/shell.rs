@@ -2,10 +2,20 @@
 //! shared by every participant; one task owns the sans-IO core, feeds it datagrams,
 //! TCP frames and the clock, and sends what it outputs. Commands come in over a
 //! channel; offers, voice activity and closures go out.
+//!
+//! The loop runs on a thread of its own with a single-threaded runtime: every
+//! datagram is handled by the same thread, without waking another one. Datagrams are
+//! read in batches (one core poll per batch) and a poll's output is sent with
+//! sendmmsg, up to `BATCH` datagrams per system call.
 
 use std::collections::HashMap;
+use std::io::IoSlice;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Instant;
+
+use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
+use tokio::io::Interest;
 
 use str0m::net::Protocol;
 use tokio::net::{TcpListener, UdpSocket};
@@ -17,6 +27,8 @@ use super::{Output, Sfu, SfuConfig, SfuError};
 
 /// Socket buffers: the default 208 KiB drops packets with many subscribers per loop.
 const SOCKET_BUFFER: usize = 4 << 20;
+/// Datagrams read before the core is polled, and sent per sendmmsg call.
+const BATCH: usize = 64;
 
 pub enum Command {
     AddSession {
@@ -147,14 +159,33 @@ impl RtcServer {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let sfu = Sfu::with_observer(SfuConfig::new(candidates), observer);
-        let io = Io {
-            udp: socket,
-            udp_advertised: advertised,
-            tcp_advertised: tcp.map(|(_, a)| a),
-            tcp_events: tcp_rx,
-            conns: HashMap::new(),
-        };
-        tokio::spawn(run(sfu, io, rx, notes));
+        let udp = socket.into_std()?;
+        let tcp_advertised = tcp.map(|(_, a)| a);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("rtc".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let udp = match UdpSocket::from_std(udp) {
+                        Ok(u) => u,
+                        Err(e) => {
+                            tracing::error!(error = %e, "rtc socket unusable, media is down");
+                            return;
+                        }
+                    };
+                    let io = Io {
+                        udp,
+                        udp_advertised: advertised,
+                        tcp_advertised,
+                        tcp_events: tcp_rx,
+                        conns: HashMap::new(),
+                        udp_queue: Vec::new(),
+                    };
+                    run(sfu, io, rx, notes).await;
+                })
+            })?;
         tracing::info!(%local_addr, %advertised, "rtc server listening (udp)");
         Ok(RtcServer {
             tx,
@@ -195,6 +226,8 @@ struct Io {
     tcp_advertised: Option<SocketAddr>,
     tcp_events: mpsc::UnboundedReceiver<TcpEvent>,
     conns: HashMap<SocketAddr, Conn>,
+    /// UDP datagrams of the last poll, sent together.
+    udp_queue: Vec<(SocketAddr, Vec<u8>)>,
 }
 
 impl Io {
@@ -232,6 +265,19 @@ impl Io {
         }
     }
 
+    fn on_datagram(&mut self, sfu: &mut Sfu, src: SocketAddr, data: &[u8]) {
+        // The destination is the advertised address: that is what clients send to.
+        if !sfu.handle_receive(
+            Instant::now(),
+            Protocol::Udp,
+            src,
+            self.udp_advertised,
+            data,
+        ) {
+            tracing::debug!(%src, len = data.len(), "datagram for no session dropped");
+        }
+    }
+
     /// Closes connections that no session claimed in time.
     fn reap(&mut self, now: Instant) {
         self.conns.retain(|peer, c| {
@@ -243,13 +289,9 @@ impl Io {
         });
     }
 
-    async fn transmit(&mut self, proto: Protocol, destination: SocketAddr, contents: Vec<u8>) {
+    fn transmit(&mut self, proto: Protocol, destination: SocketAddr, contents: Vec<u8>) {
         match proto {
-            Protocol::Udp => {
-                if let Err(e) = self.udp.send_to(&contents, destination).await {
-                    tracing::debug!(%destination, error = %e, "udp send failed");
-                }
-            }
+            Protocol::Udp => self.udp_queue.push((destination, contents)),
             _ => match self.conns.get(&destination) {
                 // A full queue means a stalled connection: drop rather than block
                 // every other participant.
@@ -260,6 +302,60 @@ impl Io {
             },
         }
     }
+
+    /// Sends the queued datagrams, `BATCH` per system call; waits while the socket
+    /// buffer is full.
+    async fn flush_udp(&mut self) {
+        let mut sent = 0;
+        while sent < self.udp_queue.len() {
+            let chunk = &self.udp_queue[sent..(sent + BATCH).min(self.udp_queue.len())];
+            let fd = self.udp.as_raw_fd();
+            match self
+                .udp
+                .try_io(Interest::WRITABLE, || send_batch(fd, chunk))
+            {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if let Err(e) = self.udp.writable().await {
+                        tracing::warn!(error = %e, "udp socket failed");
+                        break;
+                    }
+                }
+                Err(e) => {
+                    // The first datagram of the chunk was refused (e.g. unreachable
+                    // destination): skip it, send the rest.
+                    tracing::debug!(destination = %chunk[0].0, error = %e, "udp send failed");
+                    sent += 1;
+                }
+            }
+        }
+        self.udp_queue.clear();
+    }
+}
+
+/// One sendmmsg call; returns how many datagrams went out (at least one, or an error).
+fn send_batch(fd: RawFd, chunk: &[(SocketAddr, Vec<u8>)]) -> std::io::Result<usize> {
+    let slices: Vec<[IoSlice<'_>; 1]> = chunk.iter().map(|(_, d)| [IoSlice::new(d)]).collect();
+    let addrs: Vec<Option<SockaddrStorage>> = chunk
+        .iter()
+        .map(|(a, _)| Some(SockaddrStorage::from(*a)))
+        .collect();
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(chunk.len(), None);
+    let no_cmsgs: [ControlMessage<'_>; 0] = [];
+    let sent = sendmmsg(
+        fd,
+        &mut headers,
+        &slices,
+        &addrs,
+        no_cmsgs,
+        MsgFlags::empty(),
+    )
+    .map_err(std::io::Error::from)?
+    .count();
+    if sent == 0 {
+        return Err(std::io::ErrorKind::WouldBlock.into());
+    }
+    Ok(sent)
 }
 
 async fn run(
@@ -279,10 +375,14 @@ async fn run(
                 apply(&mut sfu, cmd);
             }
             r = io.udp.recv_from(&mut buf) => match r {
-                // The destination is the advertised address: that is what clients send to.
                 Ok((n, src)) => {
-                    if !sfu.handle_receive(Instant::now(), Protocol::Udp, src, io.udp_advertised, &buf[..n]) {
-                        tracing::debug!(%src, len = n, "datagram for no session dropped");
+                    io.on_datagram(&mut sfu, src, &buf[..n]);
+                    // What else is waiting goes into the same poll.
+                    for _ in 1..BATCH {
+                        match io.udp.try_recv_from(&mut buf) {
+                            Ok((n, src)) => io.on_datagram(&mut sfu, src, &buf[..n]),
+                            Err(_) => break,
+                        }
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "udp receive failed"),
@@ -303,7 +403,7 @@ async fn run(
                     destination,
                     contents,
                     ..
-                } => io.transmit(proto, destination, contents).await,
+                } => io.transmit(proto, destination, contents),
                 Output::Offer { session_id, json } => {
                     let _ = notes.send(Note::Offer { session_id, json });
                 }
@@ -315,6 +415,7 @@ async fn run(
                 }
             }
         }
+        io.flush_udp().await;
     }
 }
 
