@@ -9,13 +9,16 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
-use str0m::{Event, IceConnectionState, Output as RtcOutput, Rtc};
+use str0m::{Event, IceConnectionState, Input, Output as RtcOutput, Rtc};
 
 use super::datachannel::{deflate_sdp, inflate_sdp, DcMessage, SessionDescription};
 use super::observe::{RtcObserver, RtpCounts};
 use super::simulcast::Layering;
 use super::vad::Vad;
 use super::{FastMap, Output, SfuError, Sid, TrackType};
+
+/// Timeouts already due handled within one drain (write → packetize → pace → send).
+const MAX_DUE_ROUNDS: u32 = 4;
 
 /// How long a client may hold the signaling lock without releasing it.
 pub const CLIENT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -314,6 +317,7 @@ impl Peer {
         out: &mut Vec<Output>,
         cross: &mut Vec<Cross>,
     ) -> bool {
+        let mut due_rounds = 0;
         loop {
             let o = match self.rtc.poll_output() {
                 Ok(o) => o,
@@ -323,6 +327,17 @@ impl Peer {
                 }
             };
             let e = match o {
+                // A written frame is packetized, then released by the pacer, each on a
+                // timeout str0m sets to "now": handle those here, so one drain takes a
+                // frame to the wire instead of one core poll per step (bounded, in case
+                // a timeout stays due).
+                RtcOutput::Timeout(t) if t <= now && due_rounds < MAX_DUE_ROUNDS => {
+                    due_rounds += 1;
+                    if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+                        tracing::warn!(session_id = %sid, error = %e, "rtc timeout failed");
+                    }
+                    continue;
+                }
                 RtcOutput::Timeout(t) => {
                     self.timeout = Some(t);
                     return true;
