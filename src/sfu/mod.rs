@@ -615,14 +615,7 @@ impl Sfu {
                 };
                 let open = peer.drain(&sid, now, out, &mut cross);
                 peer.report(now, &*self.observer);
-                if let Some(t) = peer.timeout {
-                    // One heap entry per peer at a time: a later timeout is found when
-                    // the earlier entry fires.
-                    if peer.scheduled.is_none_or(|s| t < s) {
-                        peer.scheduled = Some(t);
-                        self.timers.push(Reverse((t, sid.clone())));
-                    }
-                }
+                schedule(&mut self.timers, peer, &sid);
                 if !open {
                     closed.push(sid);
                 }
@@ -685,10 +678,7 @@ impl Sfu {
                     peer.timeout = None;
                     self.dirty.insert(sid);
                 }
-                Some(later) => {
-                    peer.scheduled = Some(later);
-                    self.timers.push(Reverse((later, sid)));
-                }
+                Some(_) => schedule(&mut self.timers, peer, &sid),
                 None => {}
             }
         }
@@ -977,6 +967,17 @@ impl Sfu {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+/// Puts the peer's str0m timeout in the timer heap. One entry per peer at a time:
+/// a later timeout is found when the earlier entry fires.
+fn schedule(timers: &mut BinaryHeap<Reverse<(Instant, Sid)>>, peer: &mut Peer, sid: &Sid) {
+    if let Some(t) = peer.timeout {
+        if peer.scheduled.is_none_or(|s| t < s) {
+            peer.scheduled = Some(t);
+            timers.push(Reverse((t, sid.clone())));
+        }
     }
 }
 
