@@ -5,6 +5,7 @@
 //!
 //!     cargo bench --bench forward            # N = 50, 200, 1000
 //!     cargo bench --bench forward -- 200     # one size
+//!     cargo bench --bench forward -- idle 500  # N muted participants, cost per second
 //!
 //! FORWARD_SECONDS sets the measured talk time (default 5 s of simulated time). Wall
 //! time is noisy on shared machines; for exact comparisons count instructions with
@@ -50,11 +51,44 @@ fn run(n: usize) {
     );
 }
 
+/// N connected participants, all muted: the SFU's cost of keeping them (timers,
+/// RTCP, STUN consent checks, data channel), per participant and second.
+fn idle(n: usize) {
+    let mut net = Net::new();
+    net.keep_payloads = false;
+    for i in 0..n {
+        let addr = format!("10.2.{}.{}:2000", i / 250, i % 250 + 1);
+        net.join("call", &format!("p{i}"), &addr, true);
+    }
+    net.run(Duration::from_secs(5));
+    let connected = net.clients.iter().filter(|c| c.rtc.is_connected()).count();
+    assert_eq!(connected, n, "not everyone connected");
+    net.sfu_busy = Duration::ZERO;
+    let secs = std::env::var("FORWARD_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    net.run(Duration::from_secs(secs));
+    println!(
+        "idle participants={n:5} seconds={secs} sfu_cpu={:.3}s per_participant_second={:.2}us",
+        net.sfu_busy.as_secs_f64(),
+        net.sfu_busy.as_secs_f64() * 1e6 / (n as f64 * secs as f64),
+    );
+}
+
 fn main() {
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let idle_mode = args.first().is_some_and(|a| a == "idle");
+    if idle_mode {
+        args.remove(0);
+    }
+    let sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    if idle_mode {
+        for n in if sizes.is_empty() { vec![500] } else { sizes } {
+            idle(n);
+        }
+        return;
+    }
     let sizes = if sizes.is_empty() {
         vec![50, 200, 1000]
     } else {

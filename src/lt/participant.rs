@@ -208,6 +208,8 @@ async fn participate(
         .enable_vp8(true)
         // Listeners only count: no depacketizing.
         .set_rtp_mode(!sends)
+        // The load tool must outpace the SFU it measures: the same cheap SRTP.
+        .set_crypto_provider(crate::sfu::crypto::provider())
         .build(Instant::now());
     let cand = Candidate::host(local, "udp").map_err(|e| ParticipantError::Rtc(e.to_string()))?;
     rtc.add_local_candidate(cand);

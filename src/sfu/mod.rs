@@ -14,6 +14,7 @@ use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Input, Rtc};
 
+pub mod crypto;
 pub mod datachannel;
 pub mod observe;
 mod peer;
@@ -252,6 +253,7 @@ impl Sfu {
             .enable_av1(true)
             // Receiver reports drive the simulcast layer choice.
             .set_stats_interval(Some(Duration::from_secs(1)))
+            .set_crypto_provider(crypto::provider())
             .build(now);
         for (addr, proto) in &self.config.host_candidates {
             let c = match proto {
@@ -861,6 +863,7 @@ impl Sfu {
                     .track_write_time(&p.group, track.write_kind(), secs);
             }
             p.rtp.add(DIR_OUT, track.index(), data.data.len());
+            p.written = true;
             self.dirty.insert(other.clone());
         }
         if !keyframe_requests.is_empty() {

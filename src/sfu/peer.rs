@@ -9,7 +9,7 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
-use str0m::{Event, IceConnectionState, Input, Output as RtcOutput, Rtc};
+use str0m::{Event, IceConnectionState, Input, Output as RtcOutput, PacerReason, Reason, Rtc};
 
 use super::datachannel::{deflate_sdp, inflate_sdp, DcMessage, SessionDescription};
 use super::observe::{RtcObserver, RtpCounts};
@@ -19,6 +19,14 @@ use super::{FastMap, Output, SfuError, Sid, TrackType};
 
 /// Timeouts already due handled within one drain (write → packetize → pace → send).
 const MAX_DUE_ROUNDS: u32 = 4;
+
+/// How long the pacer's bookkeeping after a sent packet may wait. str0m's pacer (no
+/// bandwidth estimation: `NullPacer`) asks for a timeout "now" after every packet it
+/// releases, only to refresh its queue snapshot; the next write's packetizing does
+/// that anyway. Longer than one 20 ms audio frame, so that with anyone talking the
+/// deferred timeout is never reached; other str0m timers hidden behind it (reports,
+/// NACK and TWCC feedback) are late by at most this.
+const PACER_DEFER: Duration = Duration::from_millis(30);
 
 /// How long a client may hold the signaling lock without releasing it.
 pub const CLIENT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -96,6 +104,9 @@ pub(super) struct Peer {
     pub screen_stream_id: Option<String>,
     pub video_stream_id: Option<String>,
     pub timeout: Option<Instant>,
+    /// Media was written since the last drain: str0m packetizes it on a timeout it
+    /// sets to now, which the drain handles before its first poll.
+    pub written: bool,
     /// The time of this peer's entry in the core's timer heap, if it has one.
     pub scheduled: Option<Instant>,
     pub dc: Option<ChannelId>,
@@ -144,6 +155,7 @@ impl Peer {
             screen_stream_id: None,
             video_stream_id: None,
             timeout: None,
+            written: false,
             scheduled: None,
             dc: None,
             dc_signaling: false,
@@ -318,6 +330,14 @@ impl Peer {
         cross: &mut Vec<Cross>,
     ) -> bool {
         let mut due_rounds = 0;
+        let mut sent = false;
+        if std::mem::take(&mut self.written) {
+            // Packetize what was written without first polling for the timeout
+            // (set to now) that asks for it: each poll walks all of str0m's subsystems.
+            if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+                tracing::warn!(session_id = %sid, error = %e, "rtc timeout failed");
+            }
+        }
         loop {
             let o = match self.rtc.poll_output() {
                 Ok(o) => o,
@@ -327,10 +347,19 @@ impl Peer {
                 }
             };
             let e = match o {
-                // A written frame is packetized, then released by the pacer, each on a
-                // timeout str0m sets to "now": handle those here, so one drain takes a
-                // frame to the wire instead of one core poll per step (bounded, in case
-                // a timeout stays due).
+                // After a send, the pacer's bookkeeping waits (see PACER_DEFER).
+                RtcOutput::Timeout(t)
+                    if t <= now
+                        && sent
+                        && self.rtc.last_timeout_reason() == Reason::Pacer(PacerReason::Handle) =>
+                {
+                    self.timeout = Some(now + PACER_DEFER);
+                    return true;
+                }
+                // Before anything was sent, a timeout str0m sets to "now" releases what
+                // is queued (the pacer, after a retransmission a NACK asked for): handle
+                // it here, so one drain takes a packet to the wire instead of one core
+                // poll per step (bounded, in case a timeout stays due).
                 RtcOutput::Timeout(t) if t <= now && due_rounds < MAX_DUE_ROUNDS => {
                     due_rounds += 1;
                     if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
@@ -343,6 +372,7 @@ impl Peer {
                     return true;
                 }
                 RtcOutput::Transmit(t) => {
+                    sent = true;
                     out.push(Output::Transmit {
                         proto: t.proto,
                         source: t.source,

@@ -100,6 +100,8 @@ impl Net {
         av1: bool,
     ) -> usize {
         let addr: SocketAddr = addr.parse().unwrap();
+        // Clients keep str0m's OpenSSL SRTP: every simulated call checks that our
+        // AES-GCM (sfu::crypto) and OpenSSL's understand each other.
         let mut rtc = Rtc::builder()
             .clear_codecs()
             .enable_opus(true, false)

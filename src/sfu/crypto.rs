@@ -1,0 +1,270 @@
+//! The crypto provider every `Rtc` of ours uses: str0m's OpenSSL provider for DTLS,
+//! STUN integrity, fingerprints, AES-CM SRTP and key derivation, but SRTP AEAD
+//! (AES-GCM, what browsers negotiate first) on RustCrypto's `aes-gcm`. Each forwarded
+//! packet is encrypted once per subscriber; OpenSSL's EVP interface re-initialises its
+//! context and looks up parameters by name on every call, which cost more
+//! instructions than the encryption itself (`scripts/forward-instructions.sh`).
+
+use std::sync::{Arc, OnceLock};
+
+use aes_gcm::aead::AeadInPlace;
+use aes_gcm::{Aes128Gcm, Aes256Gcm, KeyInit, Nonce, Tag};
+use str0m::crypto::{
+    AeadAes128GcmCipher, AeadAes256GcmCipher, CryptoError, CryptoProvider, SrtpProvider,
+    SupportedAeadAes128Gcm, SupportedAeadAes256Gcm, SupportedAes128CmSha1_80,
+};
+
+/// The shared provider (built once: its parts are `'static`).
+pub fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| {
+            let base = str0m_openssl_provider();
+            let srtp: &'static GcmSrtp = Box::leak(Box::new(GcmSrtp {
+                base: base.srtp_provider,
+            }));
+            Arc::new(CryptoProvider {
+                srtp_provider: srtp,
+                ..base
+            })
+        })
+        .clone()
+}
+
+fn str0m_openssl_provider() -> CryptoProvider {
+    str0m::crypto::from_feature_flags()
+}
+
+#[derive(Debug)]
+struct GcmSrtp {
+    /// OpenSSL's provider, for what is not per-packet AEAD.
+    base: &'static dyn SrtpProvider,
+}
+
+impl SrtpProvider for GcmSrtp {
+    fn aes_128_cm_sha1_80(&self) -> &'static dyn SupportedAes128CmSha1_80 {
+        self.base.aes_128_cm_sha1_80()
+    }
+
+    fn aead_aes_128_gcm(&self) -> &'static dyn SupportedAeadAes128Gcm {
+        &Gcm128Factory
+    }
+
+    fn aead_aes_256_gcm(&self) -> &'static dyn SupportedAeadAes256Gcm {
+        &Gcm256Factory
+    }
+
+    fn srtp_aes_128_ecb_round(&self, key: &[u8], input: &[u8], output: &mut [u8]) {
+        self.base.srtp_aes_128_ecb_round(key, input, output)
+    }
+
+    fn srtp_aes_256_ecb_round(&self, key: &[u8], input: &[u8], output: &mut [u8]) {
+        self.base.srtp_aes_256_ecb_round(key, input, output)
+    }
+}
+
+#[derive(Debug)]
+struct Gcm128Factory;
+#[derive(Debug)]
+struct Gcm256Factory;
+
+impl SupportedAeadAes128Gcm for Gcm128Factory {
+    fn create_cipher(&self, key: [u8; 16], _encrypt: bool) -> Box<dyn AeadAes128GcmCipher> {
+        Box::new(Gcm {
+            aead: Aes128Gcm::new(&key.into()),
+            aad: Vec::new(),
+        })
+    }
+}
+
+impl SupportedAeadAes256Gcm for Gcm256Factory {
+    fn create_cipher(&self, key: [u8; 32], _encrypt: bool) -> Box<dyn AeadAes256GcmCipher> {
+        Box::new(Gcm {
+            aead: Aes256Gcm::new(&key.into()),
+            aad: Vec::new(),
+        })
+    }
+}
+
+/// One direction's AEAD state. The key schedule is computed once, when str0m creates
+/// the cipher from the DTLS keying material.
+struct Gcm<A> {
+    aead: A,
+    /// Joins the additional data str0m passes in parts (decrypt), reused.
+    aad: Vec<u8>,
+}
+
+impl<A> std::fmt::Debug for Gcm<A> {
+    // Never the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gcm")
+    }
+}
+
+const TAG_LEN: usize = 16;
+
+impl<A: AeadInPlace> Gcm<A> {
+    /// `output` receives the ciphertext followed by the tag.
+    fn seal(
+        &mut self,
+        iv: &[u8; 12],
+        aad: &[u8],
+        input: &[u8],
+        output: &mut [u8],
+    ) -> Result<(), CryptoError> {
+        let n = input.len();
+        if output.len() < n + TAG_LEN {
+            return Err(CryptoError::Other("srtp output buffer too small".into()));
+        }
+        output[..n].copy_from_slice(input);
+        let tag = self
+            .aead
+            .encrypt_in_place_detached(Nonce::from_slice(iv), aad, &mut output[..n])
+            .map_err(|_| CryptoError::Other("aes-gcm encrypt".into()))?;
+        output[n..n + TAG_LEN].copy_from_slice(&tag);
+        Ok(())
+    }
+
+    /// `input` is the ciphertext followed by the tag; returns the plaintext length.
+    fn open(
+        &mut self,
+        iv: &[u8; 12],
+        aads: &[&[u8]],
+        input: &[u8],
+        output: &mut [u8],
+    ) -> Result<usize, CryptoError> {
+        let Some(n) = input.len().checked_sub(TAG_LEN) else {
+            return Err(CryptoError::Other(
+                "srtp packet shorter than its tag".into(),
+            ));
+        };
+        if output.len() < n {
+            return Err(CryptoError::Other("srtp output buffer too small".into()));
+        }
+        let (text, tag) = input.split_at(n);
+        let aad: &[u8] = match aads {
+            [one] => one,
+            parts => {
+                self.aad.clear();
+                for p in parts {
+                    self.aad.extend_from_slice(p);
+                }
+                &self.aad
+            }
+        };
+        output[..n].copy_from_slice(text);
+        self.aead
+            .decrypt_in_place_detached(
+                Nonce::from_slice(iv),
+                aad,
+                &mut output[..n],
+                Tag::from_slice(tag),
+            )
+            .map_err(|_| CryptoError::Other("srtp authentication failed".into()))?;
+        Ok(n)
+    }
+}
+
+/// str0m has one trait per key size with the same methods.
+macro_rules! aead_cipher {
+    ($trait:ident, $aead:ty) => {
+        impl $trait for Gcm<$aead> {
+            fn encrypt(
+                &mut self,
+                iv: &[u8; 12],
+                aad: &[u8],
+                input: &[u8],
+                output: &mut [u8],
+            ) -> Result<(), CryptoError> {
+                self.seal(iv, aad, input, output)
+            }
+
+            fn decrypt(
+                &mut self,
+                iv: &[u8; 12],
+                aads: &[&[u8]],
+                input: &[u8],
+                output: &mut [u8],
+            ) -> Result<usize, CryptoError> {
+                self.open(iv, aads, input, output)
+            }
+        }
+    };
+}
+
+aead_cipher!(AeadAes128GcmCipher, Aes128Gcm);
+aead_cipher!(AeadAes256GcmCipher, Aes256Gcm);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IV: [u8; 12] = [7; 12];
+    const AAD: &[u8] = b"rtp header, 12+ bytes";
+
+    fn ours() -> &'static dyn SrtpProvider {
+        provider().srtp_provider
+    }
+
+    fn openssl() -> &'static dyn SrtpProvider {
+        str0m_openssl_provider().srtp_provider
+    }
+
+    #[test]
+    fn aes_256_gcm_matches_openssl_both_ways_and_refuses_tampering() {
+        let key = [42u8; 32];
+        let plain = b"an opus frame of some length, not a multiple of sixteen";
+        for (enc, dec) in [(ours(), openssl()), (openssl(), ours())] {
+            let mut sealed = vec![0u8; plain.len() + TAG_LEN];
+            enc.aead_aes_256_gcm()
+                .create_cipher(key, true)
+                .encrypt(&IV, AAD, plain, &mut sealed)
+                .expect("encrypt");
+            let mut opened = vec![0u8; plain.len()];
+            let n = dec
+                .aead_aes_256_gcm()
+                .create_cipher(key, false)
+                .decrypt(&IV, &[&AAD[..5], &AAD[5..]], &sealed, &mut opened)
+                .expect("decrypt");
+            assert_eq!(&opened[..n], plain);
+
+            let mut tampered = sealed.clone();
+            tampered[3] ^= 1;
+            let r = dec.aead_aes_256_gcm().create_cipher(key, false).decrypt(
+                &IV,
+                &[AAD],
+                &tampered,
+                &mut opened,
+            );
+            assert!(r.is_err(), "a changed ciphertext must not authenticate");
+        }
+    }
+
+    #[test]
+    fn aes_128_gcm_matches_openssl() {
+        let key = [9u8; 16];
+        let plain = b"rtcp compound";
+        let mut sealed = vec![0u8; plain.len() + TAG_LEN];
+        ours()
+            .aead_aes_128_gcm()
+            .create_cipher(key, true)
+            .encrypt(&IV, AAD, plain, &mut sealed)
+            .expect("encrypt");
+        let mut opened = vec![0u8; plain.len()];
+        let n = openssl()
+            .aead_aes_128_gcm()
+            .create_cipher(key, false)
+            .decrypt(&IV, &[AAD], &sealed, &mut opened)
+            .expect("decrypt");
+        assert_eq!(&opened[..n], plain);
+    }
+
+    #[test]
+    fn short_or_wrong_sized_input_is_an_error_not_a_panic() {
+        let mut c = ours().aead_aes_256_gcm().create_cipher([1; 32], false);
+        let mut out = [0u8; 64];
+        assert!(c.decrypt(&IV, &[AAD], &[0u8; 5], &mut out).is_err());
+        let mut e = ours().aead_aes_256_gcm().create_cipher([1; 32], true);
+        assert!(e.encrypt(&IV, AAD, &[0u8; 60], &mut out).is_err());
+    }
+}
