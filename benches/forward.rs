@@ -58,7 +58,8 @@ fn idle(n: usize) {
     net.keep_payloads = false;
     for i in 0..n {
         let addr = format!("10.2.{}.{}:2000", i / 250, i % 250 + 1);
-        net.join("call", &format!("p{i}"), &addr, true);
+        // As the Calls client: no audio track before the first unmute.
+        net.join("call", &format!("p{i}"), &addr, false);
     }
     net.run(Duration::from_secs(5));
     let connected = net.clients.iter().filter(|c| c.rtc.is_connected()).count();

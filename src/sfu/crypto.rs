@@ -1,17 +1,19 @@
 //! The crypto provider every `Rtc` of ours uses: str0m's OpenSSL provider for DTLS,
-//! STUN integrity, fingerprints, AES-CM SRTP and key derivation, but SRTP AEAD
-//! (AES-GCM, what browsers negotiate first) on RustCrypto's `aes-gcm`. Each forwarded
-//! packet is encrypted once per subscriber; OpenSSL's EVP interface re-initialises its
-//! context and looks up parameters by name on every call, which cost more
-//! instructions than the encryption itself (`scripts/forward-instructions.sh`).
+//! fingerprints, AES-CM SRTP and key derivation, but SRTP AEAD (AES-GCM, what browsers
+//! negotiate first) on RustCrypto's `aes-gcm` and STUN's HMAC-SHA1 on RustCrypto's
+//! `hmac`. Each forwarded packet is encrypted once per subscriber and every STUN
+//! consent check is verified and answered with an HMAC; OpenSSL 3 fetches its
+//! algorithm and looks up parameters by name on every such call, which cost more
+//! instructions than the cryptography itself (`scripts/forward-instructions.sh`).
 
 use std::sync::{Arc, OnceLock};
 
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Aes128Gcm, Aes256Gcm, KeyInit, Nonce, Tag};
+use hmac::{Hmac, Mac};
 use str0m::crypto::{
-    AeadAes128GcmCipher, AeadAes256GcmCipher, CryptoError, CryptoProvider, SrtpProvider,
-    SupportedAeadAes128Gcm, SupportedAeadAes256Gcm, SupportedAes128CmSha1_80,
+    AeadAes128GcmCipher, AeadAes256GcmCipher, CryptoError, CryptoProvider, Sha1HmacProvider,
+    SrtpProvider, SupportedAeadAes128Gcm, SupportedAeadAes256Gcm, SupportedAes128CmSha1_80,
 };
 
 /// The shared provider (built once: its parts are `'static`).
@@ -25,6 +27,7 @@ pub fn provider() -> Arc<CryptoProvider> {
             }));
             Arc::new(CryptoProvider {
                 srtp_provider: srtp,
+                sha1_hmac_provider: &StunHmac,
                 ..base
             })
         })
@@ -33,6 +36,23 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 fn str0m_openssl_provider() -> CryptoProvider {
     str0m::crypto::from_feature_flags()
+}
+
+/// STUN message integrity (RFC 5389): HMAC-SHA1 over the message parts.
+#[derive(Debug)]
+struct StunHmac;
+
+impl Sha1HmacProvider for StunHmac {
+    fn sha1_hmac(&self, key: &[u8], payloads: &[&[u8]]) -> [u8; 20] {
+        // HMAC takes keys of any length: this cannot fail.
+        let Ok(mut mac) = <Hmac<sha1::Sha1> as Mac>::new_from_slice(key) else {
+            return [0; 20];
+        };
+        for p in payloads {
+            mac.update(p);
+        }
+        mac.finalize().into_bytes().into()
+    }
 }
 
 #[derive(Debug)]
@@ -257,6 +277,19 @@ mod tests {
             .decrypt(&IV, &[AAD], &sealed, &mut opened)
             .expect("decrypt");
         assert_eq!(&opened[..n], plain);
+    }
+
+    #[test]
+    fn stun_hmac_matches_openssl() {
+        let base = str0m_openssl_provider();
+        let ours = provider();
+        for key in [&b"short"[..], &[0x5a; 100][..]] {
+            let parts: [&[u8]; 2] = [b"binding request ", b"attributes"];
+            assert_eq!(
+                ours.sha1_hmac_provider.sha1_hmac(key, &parts),
+                base.sha1_hmac_provider.sha1_hmac(key, &parts)
+            );
+        }
     }
 
     #[test]

@@ -83,6 +83,11 @@ fn mime(codec: Codec) -> &'static str {
 }
 /// How often every session is checked for connect/offer timeouts and silence.
 const HOUSEKEEPING: Duration = Duration::from_millis(50);
+/// Statistics timers and housekeeping fire on this grid, so that those of many
+/// sessions share one wake-up of the shell instead of one each (500 idle sessions:
+/// 500 statistics timers a second). A timer that comes due while its session has
+/// traffic is handled with that traffic.
+const TIMER_GRID: Duration = Duration::from_millis(25);
 /// One forwarded write in this many is timed for the write-time histogram.
 const WRITE_SAMPLE: u32 = 64;
 
@@ -186,6 +191,11 @@ pub struct Sfu {
     routes: FastMap<SocketAddr, Sid>,
     /// Sessions with output to drain: they got input, forwarded media or an offer.
     dirty: FastSet<Sid>,
+    /// Sessions with tracks queued or ended, waiting for a server offer (so offers
+    /// are not looked for in every session at every poll).
+    offer_wanted: FastSet<Sid>,
+    /// Where the grid of coalesced timers starts (the first time the core saw).
+    epoch: Option<Instant>,
     /// Voice activity changes to report at the next poll.
     voice: Vec<(Sid, bool)>,
     observer: Box<dyn RtcObserver>,
@@ -208,6 +218,8 @@ impl Sfu {
             calls: FastMap::default(),
             routes: FastMap::default(),
             dirty: FastSet::default(),
+            offer_wanted: FastSet::default(),
+            epoch: None,
             voice: Vec::new(),
             observer,
             timers: BinaryHeap::new(),
@@ -296,6 +308,10 @@ impl Sfu {
             }
         }
         let sid: Sid = session_id.into();
+        self.epoch.get_or_insert(now);
+        if !peer.queued.is_empty() {
+            self.offer_wanted.insert(sid.clone());
+        }
         members.push(sid.clone());
         self.peers.insert(sid.clone(), peer);
         self.dirty.insert(sid);
@@ -321,6 +337,7 @@ impl Sfu {
             .flush(&peer.group, &*self.observer, TrackType::PREFIXES);
         self.routes.retain(|_, s| *s != sid);
         self.dirty.remove(&sid);
+        self.offer_wanted.remove(&sid);
         if let Some(members) = self.calls.get_mut(&peer.call_id) {
             members.retain(|s| *s != sid);
             if members.is_empty() {
@@ -496,6 +513,7 @@ impl Sfu {
                         track,
                         codec,
                     });
+                    self.offer_wanted.insert(other.clone());
                 }
             }
         }
@@ -514,7 +532,7 @@ impl Sfu {
     /// Ends a publisher's track for every receiver (made inactive in their next offer).
     fn unpublish(&mut self, src: &Sid, mid: Mid) {
         let key = (src.clone(), mid);
-        for p in self.peers.values_mut() {
+        for (sid, p) in self.peers.iter_mut() {
             p.queued
                 .retain(|q| !(q.source == *src && q.source_mid == mid));
             if let Some(local) = p.outbound.remove(&key) {
@@ -522,6 +540,7 @@ impl Sfu {
                     self.observer.tracks(&p.group, "out", mime(o.codec), -1);
                 }
                 p.removing.push(local);
+                self.offer_wanted.insert(sid.clone());
             }
         }
     }
@@ -601,7 +620,8 @@ impl Sfu {
         let mut closed = Vec::new();
         self.fire_timers(now);
         if self.next_housekeeping.is_none_or(|t| now >= t) {
-            self.next_housekeeping = Some(now + HOUSEKEEPING);
+            let epoch = *self.epoch.get_or_insert(now);
+            self.next_housekeeping = Some(on_grid(now + HOUSEKEEPING, epoch));
             self.housekeeping(now, &mut closed);
         }
         // Forwarding makes subscribers dirty, which may produce more events: repeat
@@ -617,7 +637,7 @@ impl Sfu {
                 };
                 let open = peer.drain(&sid, now, out, &mut cross);
                 peer.report(now, &*self.observer);
-                schedule(&mut self.timers, peer, &sid);
+                schedule(&mut self.timers, peer, &sid, self.epoch);
                 if !open {
                     closed.push(sid);
                 }
@@ -680,7 +700,7 @@ impl Sfu {
                     peer.timeout = None;
                     self.dirty.insert(sid);
                 }
-                Some(_) => schedule(&mut self.timers, peer, &sid),
+                Some(_) => schedule(&mut self.timers, peer, &sid, self.epoch),
                 None => {}
             }
         }
@@ -705,6 +725,7 @@ impl Sfu {
             {
                 tracing::warn!(session_id = %sid, "server offer not answered, retrying");
                 withdraw_offer(peer);
+                self.offer_wanted.insert(sid.clone());
                 self.dirty.insert(sid.clone());
             }
             for inb in peer.inbound.values_mut() {
@@ -882,9 +903,20 @@ impl Sfu {
     /// after the data channel is up (as rtcd) and never while the client holds the
     /// signaling lock. MediaMap goes first so the client can classify the tracks.
     fn send_offers(&mut self, now: Instant, out: &mut Vec<Output>) {
-        for (sid, peer) in self.peers.iter_mut() {
+        if self.offer_wanted.is_empty() {
+            return;
+        }
+        let wanted: Vec<Sid> = self.offer_wanted.iter().cloned().collect();
+        for sid in wanted {
+            let Some(peer) = self.peers.get_mut(&sid) else {
+                self.offer_wanted.remove(&sid);
+                continue;
+            };
+            if peer.queued.is_empty() && peer.removing.is_empty() {
+                self.offer_wanted.remove(&sid);
+                continue;
+            }
             if peer.pending.is_some()
-                || (peer.queued.is_empty() && peer.removing.is_empty())
                 || !peer.rtc.is_connected()
                 || peer.dc.is_none()
                 || peer.client_locked(now)
@@ -909,6 +941,7 @@ impl Sfu {
             for mid in &removed {
                 api.set_direction(*mid, Direction::Inactive);
             }
+            self.offer_wanted.remove(&sid);
             let Some((offer, pending)) = api.apply() else {
                 continue;
             };
@@ -973,15 +1006,36 @@ impl Sfu {
     }
 }
 
-/// Puts the peer's str0m timeout in the timer heap. One entry per peer at a time:
-/// a later timeout is found when the earlier entry fires.
-fn schedule(timers: &mut BinaryHeap<Reverse<(Instant, Sid)>>, peer: &mut Peer, sid: &Sid) {
+/// Puts the peer's str0m timeout in the timer heap, lazy ones on the timer grid. One
+/// entry per peer at a time: a later timeout is found when the earlier entry fires.
+fn schedule(
+    timers: &mut BinaryHeap<Reverse<(Instant, Sid)>>,
+    peer: &mut Peer,
+    sid: &Sid,
+    epoch: Option<Instant>,
+) {
     if let Some(t) = peer.timeout {
-        if peer.scheduled.is_none_or(|s| t < s) {
-            peer.scheduled = Some(t);
-            timers.push(Reverse((t, sid.clone())));
+        let at = match epoch {
+            Some(e) if peer.lazy => on_grid(t, e),
+            _ => t,
+        };
+        if peer.scheduled.is_none_or(|s| at < s) {
+            peer.scheduled = Some(at);
+            timers.push(Reverse((at, sid.clone())));
         }
     }
+}
+
+/// The first point of the timer grid at or after `t`.
+fn on_grid(t: Instant, epoch: Instant) -> Instant {
+    let Some(since) = t.checked_duration_since(epoch) else {
+        return t;
+    };
+    let grid = TIMER_GRID.as_nanos();
+    let steps = since.as_nanos().div_ceil(grid);
+    u64::try_from(steps * grid)
+        .map(|n| epoch + Duration::from_nanos(n))
+        .unwrap_or(t)
 }
 
 /// Drops an unanswered offer and queues its changes again for the next one.
