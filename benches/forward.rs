@@ -16,6 +16,14 @@ use std::time::Duration;
 
 use mmcalls::sfu::sim::Net;
 
+/// The measured time: FORWARD_SECONDS, else `default`.
+fn talk_seconds(default: u64) -> u64 {
+    std::env::var("FORWARD_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 fn run(n: usize) {
     let mut net = Net::new();
     net.keep_payloads = false;
@@ -36,10 +44,7 @@ fn run(n: usize) {
     let before: usize = net.clients.iter().map(|c| c.received_count).sum();
     let sent_before = counter;
     net.sfu_busy = Duration::ZERO;
-    let secs = std::env::var("FORWARD_SECONDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+    let secs = talk_seconds(5);
     net.talk(publisher, Duration::from_secs(secs), &mut counter);
     let forwarded = net.clients.iter().map(|c| c.received_count).sum::<usize>() - before;
     let sent = counter - sent_before;
@@ -65,10 +70,7 @@ fn idle(n: usize) {
     let connected = net.clients.iter().filter(|c| c.rtc.is_connected()).count();
     assert_eq!(connected, n, "not everyone connected");
     net.sfu_busy = Duration::ZERO;
-    let secs = std::env::var("FORWARD_SECONDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
+    let secs = talk_seconds(10);
     net.run(Duration::from_secs(secs));
     println!(
         "idle participants={n:5} seconds={secs} sfu_cpu={:.3}s per_participant_second={:.2}us",

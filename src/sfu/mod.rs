@@ -694,9 +694,7 @@ impl Sfu {
             peer.scheduled = None;
             match peer.timeout {
                 Some(due) if due <= now => {
-                    if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
-                        tracing::warn!(session_id = %sid, error = %e, "rtc timeout failed");
-                    }
+                    peer.handle_timeout(&sid, now);
                     peer.timeout = None;
                     self.dirty.insert(sid);
                 }
@@ -903,17 +901,13 @@ impl Sfu {
     /// after the data channel is up (as rtcd) and never while the client holds the
     /// signaling lock. MediaMap goes first so the client can classify the tracks.
     fn send_offers(&mut self, now: Instant, out: &mut Vec<Output>) {
-        if self.offer_wanted.is_empty() {
-            return;
-        }
-        let wanted: Vec<Sid> = self.offer_wanted.iter().cloned().collect();
-        for sid in wanted {
+        // Taken whole: a session still blocked (offer in flight, not connected, no
+        // data channel, client lock) is put back.
+        for sid in std::mem::take(&mut self.offer_wanted) {
             let Some(peer) = self.peers.get_mut(&sid) else {
-                self.offer_wanted.remove(&sid);
                 continue;
             };
             if peer.queued.is_empty() && peer.removing.is_empty() {
-                self.offer_wanted.remove(&sid);
                 continue;
             }
             if peer.pending.is_some()
@@ -921,6 +915,7 @@ impl Sfu {
                 || peer.dc.is_none()
                 || peer.client_locked(now)
             {
+                self.offer_wanted.insert(sid);
                 continue;
             }
             let queued = std::mem::take(&mut peer.queued);
@@ -941,7 +936,6 @@ impl Sfu {
             for mid in &removed {
                 api.set_direction(*mid, Direction::Inactive);
             }
-            self.offer_wanted.remove(&sid);
             let Some((offer, pending)) = api.apply() else {
                 continue;
             };

@@ -332,6 +332,13 @@ impl Peer {
         Ok(())
     }
 
+    /// Hands str0m the clock (a failure is logged; the drain that follows sees it).
+    pub fn handle_timeout(&mut self, sid: &Sid, now: Instant) {
+        if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+            tracing::warn!(session_id = %sid, error = %e, "rtc timeout failed");
+        }
+    }
+
     /// Drains the peer's output: datagrams to `out`, media and negotiation events
     /// for the others to `cross`. Returns false when the peer connection is over.
     pub fn drain(
@@ -346,9 +353,7 @@ impl Peer {
         if std::mem::take(&mut self.written) {
             // Packetize what was written without first polling for the timeout
             // (set to now) that asks for it: each poll walks all of str0m's subsystems.
-            if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
-                tracing::warn!(session_id = %sid, error = %e, "rtc timeout failed");
-            }
+            self.handle_timeout(sid, now);
         }
         loop {
             let o = match self.rtc.poll_output() {
@@ -375,9 +380,7 @@ impl Peer {
                 // poll per step (bounded, in case a timeout stays due).
                 RtcOutput::Timeout(t) if t <= now && due_rounds < MAX_DUE_ROUNDS => {
                     due_rounds += 1;
-                    if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
-                        tracing::warn!(session_id = %sid, error = %e, "rtc timeout failed");
-                    }
+                    self.handle_timeout(sid, now);
                     continue;
                 }
                 RtcOutput::Timeout(t) => {
