@@ -125,7 +125,8 @@ for t in targets:
             cost = f"{us:6.2f} us/pkt ({us_user:.2f} user)"
         rows.append((t, name, f"{cost}  {rss*1024/n:7.1f} KiB RSS/participant (max {rss:.0f} MB)  "
                      f"loss {r['loss_pct']:.2f} %  join->media p50 {r['first_media_p50_ms'] or 0:.0f} ms p99 {r['first_media_p99_ms'] or 0:.0f} ms  "
-                     f"joins {r['joins_ok']}/{n}  {pkts/len(half):.0f} pkt/s"))
+                     f"joins {r['joins_ok']}/{n}  {pkts/len(half):.0f} pkt/s  "
+                     f"load tool {r.get('lt_cpu_avg_pct') or 0:.0f} % CPU"))
 print(f"{'target':<11} shape  result")
 for t, n, v in rows:
     print(f"{t:<11} ({n})    {v}")

@@ -106,7 +106,20 @@ async fn a_small_run_reports_and_plots() {
     assert!(r["sent_video"].as_u64().unwrap() > 20, "{r}");
     // 2 listeners per call get the speaker's audio; the speaker and the sharer too.
     assert!(r["received"].as_u64().unwrap() > 500, "{r}");
-    assert!(r["first_media_p99_ms"].as_f64().is_some(), "{r}");
+    let first_media = r["first_media_p50_ms"].as_f64().expect("first media p50");
+    // Every milestone of the join was reached, and each comes before the first media.
+    let stages = r["join_stages"].as_array().expect("join stages");
+    assert_eq!(stages.len(), 4, "{r}");
+    for s in stages {
+        let p50 = s["p50_ms"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{s} never reached"));
+        assert!(
+            p50 > 0.0 && p50 <= first_media,
+            "{s} after first media {first_media}"
+        );
+    }
+    assert!(r["lt_cpu_avg_pct"].as_f64().is_some_and(|c| c > 0.0), "{r}");
     assert!(r["sfu_rss_max_mb"].as_f64().unwrap() > 1.0, "{r}");
     let png = std::fs::read(out_dir.join("report.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");

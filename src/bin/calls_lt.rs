@@ -215,35 +215,64 @@ impl Sampler {
     }
 }
 
+/// What the sampler reads each second; a sample is the difference of two.
+struct Reading {
+    at: Instant,
+    sfu: Option<ProcUsage>,
+    /// The load tool itself.
+    own: Option<ProcUsage>,
+    rx: u64,
+    rx_bytes: u64,
+}
+
+impl Reading {
+    fn take(pid: Option<u32>, totals: &Totals) -> Reading {
+        Reading {
+            at: Instant::now(),
+            sfu: pid.and_then(proc_usage),
+            own: proc_usage(std::process::id()),
+            rx: totals.received.load(Ordering::Relaxed),
+            rx_bytes: totals.received_bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// CPU % of one core between two /proc readings, `f` picking which seconds count.
+fn cpu_pct(
+    now: &Option<ProcUsage>,
+    before: &Option<ProcUsage>,
+    dt: f64,
+    f: fn(&ProcUsage) -> f64,
+) -> Option<f64> {
+    match (now, before) {
+        (Some(u1), Some(u0)) => Some((f(u1) - f(u0)) / dt * 100.0),
+        _ => None,
+    }
+}
+
 /// One sample a second, and the progress line.
 fn spawn_sampler(pid: Option<u32>, totals: Arc<Totals>, planned: u64, start: Instant) -> Sampler {
     let (stop, mut stopped) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(async move {
         let mut samples = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut last = (Instant::now(), pid.and_then(proc_usage), 0u64, 0u64);
+        let mut last = Reading::take(pid, &totals);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = &mut stopped => return samples,
             }
-            let now = Instant::now();
-            let dt = now.duration_since(last.0).as_secs_f64().max(1e-3);
-            let usage = pid.and_then(proc_usage);
-            let pct = |f: fn(&ProcUsage) -> f64| match (&usage, &last.1) {
-                (Some(u1), Some(u0)) => Some((f(u1) - f(u0)) / dt * 100.0),
-                _ => None,
-            };
-            let rx = totals.received.load(Ordering::Relaxed);
-            let rxb = totals.received_bytes.load(Ordering::Relaxed);
+            let r = Reading::take(pid, &totals);
+            let dt = r.at.duration_since(last.at).as_secs_f64().max(1e-3);
             let s = Sample {
-                t_s: now.duration_since(start).as_secs_f64(),
-                cpu_pct: pct(|u| u.user_s + u.sys_s),
-                cpu_user_pct: pct(|u| u.user_s),
-                rss_mb: usage.map(|u| u.rss_mb),
-                rx_packets_per_s: (rx - last.2) as f64 / dt,
-                rx_mbit_per_s: (rxb - last.3) as f64 * 8.0 / dt / 1e6,
+                t_s: r.at.duration_since(start).as_secs_f64(),
+                cpu_pct: cpu_pct(&r.sfu, &last.sfu, dt, |u| u.user_s + u.sys_s),
+                cpu_user_pct: cpu_pct(&r.sfu, &last.sfu, dt, |u| u.user_s),
+                rss_mb: r.sfu.map(|u| u.rss_mb),
+                rx_packets_per_s: (r.rx - last.rx) as f64 / dt,
+                rx_mbit_per_s: (r.rx_bytes - last.rx_bytes) as f64 * 8.0 / dt / 1e6,
                 joined: totals.joined.load(Ordering::Relaxed),
+                lt_cpu_pct: cpu_pct(&r.own, &last.own, dt, |u| u.user_s + u.sys_s),
             };
             eprint!(
                 "\r{:>5.0}s  joined {}/{} failed {} connected {}  rx {:.0} pkt/s {:.2} Mbit/s  cpu {}  rss {}   ",
@@ -257,7 +286,7 @@ fn spawn_sampler(pid: Option<u32>, totals: Arc<Totals>, planned: u64, start: Ins
                 s.cpu_pct.map_or("n/a".into(), |c| format!("{c:.0}%")),
                 s.rss_mb.map_or("n/a".into(), |r| format!("{r:.0} MB")),
             );
-            last = (now, usage, rx, rxb);
+            last = r;
             samples.push(s);
         }
     });

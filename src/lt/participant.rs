@@ -54,6 +54,8 @@ pub struct Outcome {
     pub error: Option<String>,
     /// From sending `join` to the first media packet received.
     pub first_media_ms: Option<f64>,
+    /// Where that time went: milestones on the way, from sending `join`.
+    pub stages: Stages,
     pub received: u64,
     /// Per received stream: packets expected from sequence numbers minus received.
     pub lost: u64,
@@ -115,6 +117,28 @@ struct Peer {
     video: Option<Mid>,
     streams: HashMap<StreamKey, Stream>,
     first_media: Option<Instant>,
+}
+
+/// Milestones of a join, in ms from sending `join` (none if never reached).
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Stages {
+    /// The plugin's `join` event came back (websocket, call lock, database).
+    pub joined_ms: Option<f64>,
+    /// The SFU's answer to our offer arrived.
+    pub answered_ms: Option<f64>,
+    /// ICE and DTLS are up.
+    pub connected_ms: Option<f64>,
+    /// The SFU's first offer of others' tracks arrived.
+    pub server_offer_ms: Option<f64>,
+}
+
+impl Stages {
+    /// Records the time since `since` into `slot`, the first time only.
+    fn mark(slot: &mut Option<f64>, since: Instant) {
+        if slot.is_none() {
+            *slot = Some(since.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
 }
 
 /// Who joins where, and as what.
@@ -194,6 +218,8 @@ async fn participate(
         }
     }
     totals.joined.fetch_add(1, Ordering::Relaxed);
+    let mut stages = Stages::default();
+    Stages::mark(&mut stages.joined_ms, join_at);
 
     let sock = UdpSocket::bind((spec.bind_ip, 0))
         .await
@@ -267,6 +293,11 @@ async fn participate(
                     let v: Value = serde_json::from_str(&t).unwrap_or_default();
                     if v["event"] == format!("{PREFIX}signal").as_str() {
                         let desc: Value = serde_json::from_str(v["data"]["data"].as_str().unwrap_or("{}")).unwrap_or_default();
+                        match desc["type"].as_str() {
+                            Some("answer") => Stages::mark(&mut stages.answered_ms, join_at),
+                            Some("offer") => Stages::mark(&mut stages.server_offer_ms, join_at),
+                            _ => {}
+                        }
                         let withdrawn = on_description(&mut peer, &desc)?;
                         if withdrawn.1 && video_offered {
                             // The server's offer crossed ours: offer the screen again later.
@@ -351,6 +382,7 @@ async fn participate(
         next_timeout = drain(&mut peer, totals).await?;
         if !was_connected && peer.rtc.is_connected() {
             was_connected = true;
+            Stages::mark(&mut stages.connected_ms, join_at);
             totals.connected.fetch_add(1, Ordering::Relaxed);
         }
         if !peer.rtc.is_connected() && start.elapsed() > Duration::from_secs(30) {
@@ -375,6 +407,7 @@ async fn participate(
         first_media_ms: peer
             .first_media
             .map(|t| t.duration_since(join_at).as_secs_f64() * 1000.0),
+        stages,
         received,
         lost,
         expected,

@@ -20,6 +20,9 @@ pub struct Sample {
     pub rx_packets_per_s: f64,
     pub rx_mbit_per_s: f64,
     pub joined: u64,
+    /// CPU of the load tool itself (user + system), % of one core: near 100 % with
+    /// one core for it, its own delays show in the latencies.
+    pub lt_cpu_pct: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -34,6 +37,8 @@ pub struct Report {
     pub errors: Vec<String>,
     pub first_media_p50_ms: Option<f64>,
     pub first_media_p99_ms: Option<f64>,
+    /// The join's milestones (see `participant::Stages`), p50 and p99 each.
+    pub join_stages: Vec<StageLatency>,
     pub sent_audio: u64,
     pub sent_video: u64,
     pub received: u64,
@@ -41,7 +46,30 @@ pub struct Report {
     pub loss_pct: f64,
     pub sfu_cpu_avg_pct: Option<f64>,
     pub sfu_rss_max_mb: Option<f64>,
+    pub lt_cpu_avg_pct: Option<f64>,
     pub samples: Vec<Sample>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StageLatency {
+    pub stage: &'static str,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// p50 and p99 of one milestone over the participants that reached it.
+fn stage(
+    ok: &[&Outcome],
+    stage: &'static str,
+    f: impl Fn(&Outcome) -> Option<f64>,
+) -> StageLatency {
+    let mut v: Vec<f64> = ok.iter().filter_map(|o| f(o)).collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    StageLatency {
+        stage,
+        p50_ms: percentile(&v, 0.5),
+        p99_ms: percentile(&v, 0.99),
+    }
 }
 
 /// What /proc says about a process at one instant.
@@ -78,6 +106,11 @@ pub fn proc_usage(pid: u32) -> Option<ProcUsage> {
     })
 }
 
+fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
+    let (n, sum) = v.fold((0usize, 0.0), |(n, s), x| (n + 1, s + x));
+    (n > 0).then(|| sum / n as f64)
+}
+
 pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
@@ -95,12 +128,16 @@ impl Report {
         samples: Vec<Sample>,
     ) -> Report {
         let ok: Vec<&Outcome> = outcomes.iter().filter(|o| o.ok).collect();
-        let mut lat: Vec<f64> = ok.iter().filter_map(|o| o.first_media_ms).collect();
-        lat.sort_by(|a, b| a.total_cmp(b));
+        let first_media = stage(&ok, "first media", |o| o.first_media_ms);
+        let join_stages = vec![
+            stage(&ok, "join event", |o| o.stages.joined_ms),
+            stage(&ok, "SDP answer", |o| o.stages.answered_ms),
+            stage(&ok, "ICE + DTLS up", |o| o.stages.connected_ms),
+            stage(&ok, "server offer", |o| o.stages.server_offer_ms),
+        ];
         let received: u64 = ok.iter().map(|o| o.received).sum();
         let lost: u64 = ok.iter().map(|o| o.lost).sum();
         let expected: u64 = ok.iter().map(|o| o.expected).sum();
-        let cpu: Vec<f64> = samples.iter().filter_map(|s| s.cpu_pct).collect();
         let mut errors: Vec<String> = outcomes.iter().filter_map(|o| o.error.clone()).collect();
         errors.sort();
         errors.dedup();
@@ -113,8 +150,9 @@ impl Report {
             joins_ok: ok.len(),
             joins_failed: outcomes.len() - ok.len(),
             errors,
-            first_media_p50_ms: percentile(&lat, 0.5),
-            first_media_p99_ms: percentile(&lat, 0.99),
+            first_media_p50_ms: first_media.p50_ms,
+            first_media_p99_ms: first_media.p99_ms,
+            join_stages,
             sent_audio: sent.0,
             sent_video: sent.1,
             received,
@@ -124,8 +162,9 @@ impl Report {
             } else {
                 0.0
             },
-            sfu_cpu_avg_pct: (!cpu.is_empty()).then(|| cpu.iter().sum::<f64>() / cpu.len() as f64),
+            sfu_cpu_avg_pct: mean(samples.iter().filter_map(|s| s.cpu_pct)),
             sfu_rss_max_mb: samples.iter().filter_map(|s| s.rss_mb).reduce(f64::max),
+            lt_cpu_avg_pct: mean(samples.iter().filter_map(|s| s.lt_cpu_pct)),
             samples,
         }
     }
@@ -133,9 +172,12 @@ impl Report {
     pub fn table(&self) -> String {
         let opt =
             |v: Option<f64>, unit: &str| v.map_or("n/a".to_string(), |v| format!("{v:.1}{unit}"));
-        let rows = [
+        let ms = |p50: Option<f64>, p99: Option<f64>| {
+            format!("{} / {}", opt(p50, " ms"), opt(p99, " ms"))
+        };
+        let mut rows: Vec<(String, String)> = vec![
             (
-                "shape",
+                "shape".into(),
                 format!(
                     "{} calls x {} participants, {} unmuted, {} sharing",
                     self.calls,
@@ -144,28 +186,40 @@ impl Report {
                     self.sharers_per_call
                 ),
             ),
-            ("duration", format!("{:.0} s", self.duration_s)),
+            ("duration".into(), format!("{:.0} s", self.duration_s)),
             (
-                "joins ok / failed",
+                "joins ok / failed".into(),
                 format!("{} / {}", self.joins_ok, self.joins_failed),
             ),
             (
-                "join -> first media p50 / p99",
-                format!(
-                    "{} / {}",
-                    opt(self.first_media_p50_ms, " ms"),
-                    opt(self.first_media_p99_ms, " ms")
-                ),
+                "join -> first media p50 / p99".into(),
+                ms(self.first_media_p50_ms, self.first_media_p99_ms),
             ),
+        ];
+        // The join's milestones, right after the total they lead up to.
+        for s in &self.join_stages {
+            rows.push((format!("  {}", s.stage), ms(s.p50_ms, s.p99_ms)));
+        }
+        rows.extend([
             (
-                "packets sent (audio / video frames)",
+                "packets sent (audio / video frames)".into(),
                 format!("{} / {}", self.sent_audio, self.sent_video),
             ),
-            ("packets received", self.received.to_string()),
-            ("lost", format!("{} ({:.2} %)", self.lost, self.loss_pct)),
-            ("SFU CPU avg", opt(self.sfu_cpu_avg_pct, " % of a core")),
-            ("SFU RSS max", opt(self.sfu_rss_max_mb, " MB")),
-        ];
+            ("packets received".into(), self.received.to_string()),
+            (
+                "lost".into(),
+                format!("{} ({:.2} %)", self.lost, self.loss_pct),
+            ),
+            (
+                "SFU CPU avg".into(),
+                opt(self.sfu_cpu_avg_pct, " % of a core"),
+            ),
+            ("SFU RSS max".into(), opt(self.sfu_rss_max_mb, " MB")),
+            (
+                "load tool CPU avg".into(),
+                opt(self.lt_cpu_avg_pct, " % of a core"),
+            ),
+        ]);
         let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         let mut out = String::new();
         for (k, v) in rows {

@@ -153,6 +153,10 @@ impl TrackType {
         }
     }
 
+    pub fn is_audio(self) -> bool {
+        matches!(self, TrackType::Voice | TrackType::ScreenAudio)
+    }
+
     pub fn prefix(self) -> &'static str {
         match self {
             TrackType::Voice => "voice",
@@ -190,7 +194,9 @@ pub struct Sfu {
     /// Remote address → session, learned from accepted datagrams (saves scanning).
     routes: FastMap<SocketAddr, Sid>,
     /// Sessions with output to drain: they got input, forwarded media or an offer.
-    dirty: FastSet<Sid>,
+    /// The flag: whether anything but forwarded audio happened to the session since
+    /// its last drain (`Peer::drain`: only then must it poll str0m to the end).
+    dirty: FastMap<Sid, bool>,
     /// Sessions with tracks queued or ended, waiting for a server offer (so offers
     /// are not looked for in every session at every poll).
     offer_wanted: FastSet<Sid>,
@@ -217,7 +223,7 @@ impl Sfu {
             peers: FastMap::default(),
             calls: FastMap::default(),
             routes: FastMap::default(),
-            dirty: FastSet::default(),
+            dirty: FastMap::default(),
             offer_wanted: FastSet::default(),
             epoch: None,
             voice: Vec::new(),
@@ -314,7 +320,7 @@ impl Sfu {
         }
         members.push(sid.clone());
         self.peers.insert(sid.clone(), peer);
-        self.dirty.insert(sid);
+        self.dirty.insert(sid, true);
         Ok(())
     }
 
@@ -354,7 +360,7 @@ impl Sfu {
     /// The session, marked for draining: every command may produce output.
     fn peer(&mut self, session_id: &str) -> Result<&mut Peer, SfuError> {
         let sid = self.sid(session_id)?;
-        self.dirty.insert(sid.clone());
+        self.dirty.insert(sid.clone(), true);
         self.peers
             .get_mut(&sid)
             .ok_or_else(|| SfuError::UnknownSession(session_id.to_string()))
@@ -561,7 +567,7 @@ impl Sfu {
                 if let Some(mut w) = s.rtc.writer(src_mid) {
                     let _ = w.request_keyframe(None, KeyframeRequestKind::Pli);
                 }
-                self.dirty.insert(src);
+                self.dirty.insert(src, true);
             }
         }
     }
@@ -610,7 +616,7 @@ impl Sfu {
             self.observer.error(&peer.group, "ice");
         }
         self.routes.insert(source, sid.clone());
-        self.dirty.insert(sid);
+        self.dirty.insert(sid, true);
         true
     }
 
@@ -631,11 +637,11 @@ impl Sfu {
                 break;
             }
             let mut cross = Vec::new();
-            for sid in std::mem::take(&mut self.dirty) {
+            for (sid, stirred) in std::mem::take(&mut self.dirty) {
                 let Some(peer) = self.peers.get_mut(&sid) else {
                     continue;
                 };
-                let open = peer.drain(&sid, now, out, &mut cross);
+                let open = peer.drain(&sid, now, stirred, out, &mut cross);
                 peer.report(now, &*self.observer);
                 schedule(&mut self.timers, peer, &sid, self.epoch);
                 if !open {
@@ -696,7 +702,7 @@ impl Sfu {
                 Some(due) if due <= now => {
                     peer.handle_timeout(&sid, now);
                     peer.timeout = None;
-                    self.dirty.insert(sid);
+                    self.dirty.insert(sid, true);
                 }
                 Some(_) => schedule(&mut self.timers, peer, &sid, self.epoch),
                 None => {}
@@ -724,7 +730,7 @@ impl Sfu {
                 tracing::warn!(session_id = %sid, "server offer not answered, retrying");
                 withdraw_offer(peer);
                 self.offer_wanted.insert(sid.clone());
-                self.dirty.insert(sid.clone());
+                self.dirty.insert(sid.clone(), true);
             }
             for inb in peer.inbound.values_mut() {
                 if let Some(on) = inb.vad.tick(now) {
@@ -791,7 +797,7 @@ impl Sfu {
                         if let Some(mut w) = s.rtc.writer(src_mid) {
                             let _ = w.request_keyframe(rid, kind);
                         }
-                        self.dirty.insert(src);
+                        self.dirty.insert(src, true);
                     }
                 }
             }
@@ -883,7 +889,11 @@ impl Sfu {
             }
             p.rtp.add(DIR_OUT, track.index(), data.data.len());
             p.written = true;
-            self.dirty.insert(other.clone());
+            // One RTP packet per audio frame; a video frame may make several, so it
+            // stirs the session like any other input.
+            let audio = track.is_audio();
+            p.audio_writes += u32::from(audio);
+            *self.dirty.entry(other.clone()).or_default() |= !audio;
         }
         if !keyframe_requests.is_empty() {
             if let Some(s) = self.peers.get_mut(src) {
@@ -892,7 +902,7 @@ impl Sfu {
                         let _ = w.request_keyframe(Some(rid), KeyframeRequestKind::Pli);
                     }
                 }
-                self.dirty.insert(src.clone());
+                self.dirty.insert(src.clone(), true);
             }
         }
     }
@@ -971,7 +981,7 @@ impl Sfu {
                 added,
                 removed,
             });
-            self.dirty.insert(sid.clone());
+            self.dirty.insert(sid.clone(), true);
             let json = SessionDescription::offer(offer.to_sdp_string()).to_json();
             if !(peer.dc_signaling && peer.dc_send_sdp(&json)) {
                 out.push(Output::Offer {

@@ -28,12 +28,27 @@ const MAX_DUE_ROUNDS: u32 = 4;
 /// NACK and TWCC feedback) are late by at most this.
 const PACER_DEFER: Duration = Duration::from_millis(30);
 
+/// How long a subscriber that only receives audio may go between full drains (polled
+/// until str0m names its next timeout). In between, a drain stops as soon as the
+/// packets written were sent (see `Peer::drain`); str0m timers that came due meanwhile
+/// (reports) run late by at most this.
+const FULL_DRAIN_EVERY: Duration = Duration::from_millis(100);
+
 /// Whether a str0m timeout may wait for the core's timer grid: the once-a-second
 /// statistics, what idle sessions wake up for. (Putting every bookkeeping timer on the
 /// grid was measured: it made forwarding dearer, 16.4 → 18–19 µs per packet in
 /// `make bench` (a), as the timers of hundreds of subscribers then fired together.)
 fn lazy(reason: Reason) -> bool {
     matches!(reason, Reason::Stats)
+}
+
+/// An SRTP RTP packet, not RTCP (RFC 5761: RTCP packet types 192..=223 sit where
+/// RTP has the marker bit and payload type 64..=95, which no codec of ours uses).
+pub(super) fn is_rtp(datagram: &[u8]) -> bool {
+    match datagram {
+        [b0, b1, ..] => (128..192).contains(b0) && !(192..224).contains(b1),
+        _ => false,
+    }
 }
 
 /// How long a client may hold the signaling lock without releasing it.
@@ -118,6 +133,11 @@ pub(super) struct Peer {
     /// Media was written since the last drain: str0m packetizes it on a timeout it
     /// sets to now, which the drain handles before its first poll.
     pub written: bool,
+    /// Audio frames written since the last drain (one RTP packet each).
+    pub audio_writes: u32,
+    /// When the last full drain ended, and whether its timeout is a deferred pacer one.
+    full_drain_at: Option<Instant>,
+    pacer_deferred: bool,
     /// The time of this peer's entry in the core's timer heap, if it has one.
     pub scheduled: Option<Instant>,
     pub dc: Option<ChannelId>,
@@ -168,6 +188,9 @@ impl Peer {
             timeout: None,
             lazy: false,
             written: false,
+            audio_writes: 0,
+            full_drain_at: None,
+            pacer_deferred: false,
             scheduled: None,
             dc: None,
             dc_signaling: false,
@@ -339,12 +362,33 @@ impl Peer {
         }
     }
 
+    /// The timeout after a drain that stopped once its audio was sent: the last full
+    /// drain's, pushed on if it was the pacer's deferred bookkeeping, and no later
+    /// than the next full drain is due.
+    fn after_quick_drain(&mut self, now: Instant, full_drain_at: Instant) {
+        let cap = full_drain_at + FULL_DRAIN_EVERY;
+        let (t, lazy) = match self.timeout {
+            Some(_) if self.pacer_deferred => (now + PACER_DEFER, false),
+            Some(t) => (t, self.lazy),
+            None => (cap, false),
+        };
+        (self.timeout, self.lazy) = if t < cap {
+            (Some(t), lazy)
+        } else {
+            (Some(cap), false)
+        };
+    }
+
     /// Drains the peer's output: datagrams to `out`, media and negotiation events
-    /// for the others to `cross`. Returns false when the peer connection is over.
+    /// for the others to `cross`. `stirred`: since the last drain, something other
+    /// than audio writes may have queued output (a datagram in, a timer, video, a
+    /// data channel message, a keyframe request). Returns false when the peer
+    /// connection is over.
     pub fn drain(
         &mut self,
         sid: &Sid,
         now: Instant,
+        stirred: bool,
         out: &mut Vec<Output>,
         cross: &mut Vec<Cross>,
     ) -> bool {
@@ -355,6 +399,20 @@ impl Peer {
             // (set to now) that asks for it: each poll walks all of str0m's subsystems.
             self.handle_timeout(sid, now);
         }
+        // A drain for audio writes alone may stop once that many RTP packets went out
+        // instead of polling once more for str0m's next timeout (the dearest poll: it
+        // asks every subsystem). str0m puts events, ICE, DTLS and SCTP datagrams and
+        // RTCP before RTP, so anything else queued shows as a non-RTP datagram first,
+        // and the drain then runs to the end. A full drain still happens at least every
+        // FULL_DRAIN_EVERY.
+        let audio_writes = std::mem::take(&mut self.audio_writes);
+        // (RTP datagrams still to see, when the last full drain was).
+        let mut quick = match self.full_drain_at {
+            Some(at) if !stirred && audio_writes > 0 && now < at + FULL_DRAIN_EVERY => {
+                Some((audio_writes, at))
+            }
+            _ => None,
+        };
         loop {
             let o = match self.rtc.poll_output() {
                 Ok(o) => o,
@@ -372,6 +430,8 @@ impl Peer {
                 {
                     self.timeout = Some(now + PACER_DEFER);
                     self.lazy = false;
+                    self.full_drain_at = Some(now);
+                    self.pacer_deferred = true;
                     return true;
                 }
                 // Before anything was sent, a timeout str0m sets to "now" releases what
@@ -386,10 +446,16 @@ impl Peer {
                 RtcOutput::Timeout(t) => {
                     self.timeout = Some(t);
                     self.lazy = lazy(self.rtc.last_timeout_reason());
+                    self.full_drain_at = Some(now);
+                    self.pacer_deferred = false;
                     return true;
                 }
                 RtcOutput::Transmit(t) => {
                     sent = true;
+                    quick = match quick {
+                        Some((n, at)) if is_rtp(&t.contents) => Some((n - 1, at)),
+                        _ => None,
+                    };
                     out.push(Output::Transmit {
                         proto: t.proto,
                         source: t.source,
@@ -397,6 +463,10 @@ impl Peer {
                         // The datagram str0m made is handed on, not copied.
                         contents: t.contents.into(),
                     });
+                    if let Some((0, full_drain_at)) = quick {
+                        self.after_quick_drain(now, full_drain_at);
+                        return true;
+                    }
                     continue;
                 }
                 RtcOutput::Event(e) => e,

@@ -22,6 +22,8 @@ pub struct Client {
     pub audio: Option<Mid>,
     /// Payloads received, when `keep_payloads` (else only counted).
     pub received: Vec<Vec<u8>>,
+    /// When each of `received` arrived (simulated time).
+    pub received_at: Vec<Instant>,
     pub received_count: usize,
     /// Video frames received (payloads), their codecs and RTP times (source clock).
     pub video: Vec<Vec<u8>>,
@@ -141,6 +143,7 @@ impl Net {
             rtc,
             audio,
             received: Vec::new(),
+            received_at: Vec::new(),
             received_count: 0,
             video: Vec::new(),
             video_codecs: Vec::new(),
@@ -181,6 +184,7 @@ impl Net {
                             c.received_count += 1;
                             if keep {
                                 c.received.push(d.data.to_vec());
+                                c.received_at.push(self.now);
                             }
                         }
                     }
@@ -272,9 +276,7 @@ impl Net {
         if (20..=63).contains(&first) && self.block_dtls_from.contains(&src) {
             return true;
         }
-        let is_rtp = (128..=191).contains(&first)
-            && bytes.get(1).is_some_and(|pt| !(192..=223).contains(pt));
-        if !is_rtp {
+        if !super::peer::is_rtp(bytes) {
             return false;
         }
         for addr in [src, dst] {
@@ -443,17 +445,23 @@ impl Net {
     pub fn talk(&mut self, i: usize, d: Duration, counter: &mut u32) {
         let end = self.now + d;
         while self.now < end {
-            let c = &mut self.clients[i];
-            let mid = c.audio.unwrap();
-            let w = c.rtc.writer(mid).unwrap();
-            let pt = w.payload_params().next().unwrap().pt();
-            *counter += 1;
-            let ts = MediaTime::new(u64::from(*counter) * 960, Frequency::FORTY_EIGHT_KHZ);
-            w.write(pt, self.now, ts, counter.to_be_bytes().to_vec())
-                .unwrap();
+            self.speak(i, counter);
             for _ in 0..4 {
                 self.step();
             }
         }
+    }
+
+    /// One 20 ms Opus frame from client `i` now (sent at its next step), payload =
+    /// the incremented frame counter.
+    pub fn speak(&mut self, i: usize, counter: &mut u32) {
+        let c = &mut self.clients[i];
+        let mid = c.audio.unwrap();
+        let w = c.rtc.writer(mid).unwrap();
+        let pt = w.payload_params().next().unwrap().pt();
+        *counter += 1;
+        let ts = MediaTime::new(u64::from(*counter) * 960, Frequency::FORTY_EIGHT_KHZ);
+        w.write(pt, self.now, ts, counter.to_be_bytes().to_vec())
+            .unwrap();
     }
 }

@@ -64,6 +64,66 @@ fn audio_is_forwarded_within_a_call_only_and_mute_stops_it() {
     );
 }
 
+/// Audio leaves the SFU in the poll after it arrived, for every subscriber, for as
+/// long as two people talk: the drain that stops once the written frames are sent
+/// (without polling str0m for its next timeout) must never leave a frame behind.
+#[test]
+fn forwarded_audio_is_never_held_back() {
+    let mut net = Net::new();
+    let a = net.join("call-1", "sess-a", "1.1.1.1:1000", true);
+    let b = net.join("call-1", "sess-b", "2.2.2.2:2000", true);
+    let listeners: Vec<usize> = (0..3)
+        .map(|i| {
+            net.join(
+                "call-1",
+                &format!("sess-l{i}"),
+                &format!("3.3.3.{i}:3000"),
+                false,
+            )
+        })
+        .collect();
+    net.run(Duration::from_secs(2));
+    net.sfu.set_muted("sess-a", false).unwrap();
+    net.sfu.set_muted("sess-b", false).unwrap();
+    let (mut ca, mut cb) = (0u32, 100_000u32);
+    let mut written_at = std::collections::HashMap::new();
+    // 4 s: many full-drain periods, str0m's reports and the listeners' feedback. Half
+    // the time both speak in the same tick, so one drain sends two written frames.
+    for i in 0..200 {
+        for (who, counter) in [(a, &mut ca), (b, &mut cb)] {
+            written_at.insert(*counter + 1, net.now);
+            net.speak(who, counter);
+            if i % 2 == 0 {
+                net.run(Duration::from_millis(10));
+            }
+        }
+        if i % 2 == 1 {
+            net.run(Duration::from_millis(20));
+        }
+    }
+    let value = |p: &Vec<u8>| u32::from_be_bytes(p[..4].try_into().unwrap());
+    for l in listeners {
+        let c = &net.clients[l];
+        // The first frames may precede the listener's answer to the server offer.
+        let from = c.received.len().saturating_sub(300);
+        assert!(
+            c.received.len() >= 300,
+            "listener {l} got {}",
+            c.received.len()
+        );
+        for (p, at) in c.received.iter().zip(&c.received_at).skip(from) {
+            let sent = written_at[&value(p)];
+            // Publisher → SFU → listener is two 5 ms network steps in the simulation.
+            let delay = *at - sent;
+            assert!(
+                delay <= Duration::from_millis(10),
+                "listener {l}: frame {} took {delay:?}",
+                value(p)
+            );
+        }
+    }
+}
+
 #[test]
 fn newcomer_gets_existing_tracks_and_leaver_is_dropped() {
     let mut net = Net::new();
