@@ -732,7 +732,15 @@ async fn channel_posts(
 // ------------------------------------------------------------------ plugins and config
 
 async fn upload_plugin(State(host): State<Host>, h: HeaderMap, mut mp: Multipart) -> ApiResult {
-    require_admin(&host, &h, &Method::POST).await?;
+    if let Err(refused) = require_admin(&host, &h, &Method::POST).await {
+        // Clients such as curl and reqwest send the whole body before they read the answer; if
+        // we closed with the bundle unread, the kernel would reset the connection and they would
+        // see a broken pipe instead of the 403. The body is bounded by the route's limit.
+        while let Ok(Some(mut field)) = mp.next_field().await {
+            while let Ok(Some(_)) = field.chunk().await {}
+        }
+        return Err(refused);
+    }
     let mut bundle = None;
     while let Ok(Some(field)) = mp.next_field().await {
         if field.name() == Some("plugin") {
