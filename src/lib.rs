@@ -11,6 +11,7 @@ pub mod host;
 pub mod ids;
 pub mod logging;
 pub mod lt;
+pub mod nodelay;
 pub mod plugin;
 pub mod rtc_metrics;
 pub mod rtcd;

@@ -134,9 +134,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     *host.grpc_addr.write() = format!("http://{}", grpc_listener.local_addr()?);
     let grpc = tonic::transport::Server::builder()
         .add_service(HostServer::new(HostGrpc(host.clone())).max_decoding_message_size(64 << 20))
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(
-            grpc_listener,
-        ));
+        .serve_with_incoming(mmcalls::nodelay::incoming(grpc_listener));
     tokio::spawn(async move {
         if let Err(e) = grpc.await {
             tracing::error!(error = %e, "host gRPC server failed");
@@ -168,7 +166,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         println!("calls-host metrics on http://{}", l.local_addr()?);
         let router = mmcalls::host::api::metrics_router(host.clone());
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(l, router).await {
+            if let Err(e) = axum::serve(mmcalls::nodelay::listener(l), router).await {
                 tracing::error!(error = %e, "metrics server failed");
             }
         });
@@ -188,7 +186,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         tracing::info!("shutting down");
     };
     axum::serve(
-        listener,
+        mmcalls::nodelay::listener(listener),
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)

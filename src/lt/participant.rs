@@ -186,7 +186,8 @@ async fn participate(
             .parse()
             .map_err(|_| ParticipantError::Ws("bad token".into()))?,
     );
-    let (mut ws, _): (WsStream, _) = tokio_tungstenite::connect_async(req)
+    // Nagle off, as the browsers' websockets.
+    let (mut ws, _): (WsStream, _) = tokio_tungstenite::connect_async_with_config(req, None, true)
         .await
         .map_err(ws_err)?;
     let mut seq = 1i64;

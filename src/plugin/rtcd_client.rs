@@ -214,7 +214,8 @@ impl RtcdClient {
         if let Ok(v) = self.host_header.parse() {
             h.insert("Host", v);
         }
-        let dial = tokio_tungstenite::connect_async(req);
+        // Nagle off, as Go's dialer (see `crate::nodelay`).
+        let dial = tokio_tungstenite::connect_async_with_config(req, None, true);
         match tokio::time::timeout(DIAL_TIMEOUT, dial).await {
             Ok(Ok((ws, _))) => Ok(ws),
             Ok(Err(e)) => Err(err(e.to_string())),

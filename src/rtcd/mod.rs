@@ -221,7 +221,7 @@ pub async fn run(config: Config) -> Result<(), RtcdError> {
         tracing::info!(%addr, "metrics listening");
         let app = api::metrics_router(rtcd.clone());
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(l, app).await {
+            if let Err(e) = axum::serve(crate::nodelay::listener(l), app).await {
                 tracing::error!(error = %e, "metrics server failed");
             }
         });
@@ -229,7 +229,7 @@ pub async fn run(config: Config) -> Result<(), RtcdError> {
     println!("rtcd listening on http://{local}");
     let app = api::router(rtcd.clone());
     let drain = rtcd.clone();
-    axum::serve(listener, app)
+    axum::serve(crate::nodelay::listener(listener), app)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             tracing::info!(
