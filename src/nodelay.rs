@@ -1,4 +1,5 @@
-//! TCP_NODELAY on every TCP connection we accept.
+//! TCP_NODELAY on every TCP connection we accept. (The Host API's tonic server gets it
+//! from tonic's own `TcpIncoming::with_nodelay`.)
 //!
 //! Signaling is a conversation of small writes (a gRPC reply and its trailers, a
 //! websocket event right after another). With Nagle's algorithm on, the kernel holds
@@ -7,26 +8,13 @@
 //! for the trailers of each Host API reply. Go, which upstream Mattermost and rtcd are
 //! written in, turns Nagle off on every connection; so do we.
 
-use std::io;
-
 use axum::serve::{ListenerExt, TapIo};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_stream::{Stream, StreamExt};
 
 /// An axum listener whose accepted connections have TCP_NODELAY set. The concrete
 /// type, so that `ConnectInfo<SocketAddr>` still works with it.
 pub fn listener(l: TcpListener) -> TapIo<TcpListener, fn(&mut TcpStream)> {
     l.tap_io(|s: &mut TcpStream| set(s))
-}
-
-/// Accepted connections for a tonic server, with TCP_NODELAY set.
-pub fn incoming(l: TcpListener) -> impl Stream<Item = io::Result<TcpStream>> {
-    tokio_stream::wrappers::TcpListenerStream::new(l).map(|s| {
-        if let Ok(s) = &s {
-            set(s);
-        }
-        s
-    })
 }
 
 fn set(s: &TcpStream) {
@@ -39,6 +27,7 @@ fn set(s: &TcpStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio_stream::StreamExt;
 
     async fn bound() -> (TcpListener, std::net::SocketAddr) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -61,7 +50,7 @@ mod tests {
         assert!(s.nodelay().unwrap(), "axum listener");
 
         let (l, a) = bound().await;
-        let mut inc = Box::pin(incoming(l));
+        let mut inc = tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
         let _c = TcpStream::connect(a).await.unwrap();
         let s = inc.next().await.unwrap().unwrap();
         assert!(s.nodelay().unwrap(), "tonic incoming");

@@ -134,7 +134,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     *host.grpc_addr.write() = format!("http://{}", grpc_listener.local_addr()?);
     let grpc = tonic::transport::Server::builder()
         .add_service(HostServer::new(HostGrpc(host.clone())).max_decoding_message_size(64 << 20))
-        .serve_with_incoming(mmcalls::nodelay::incoming(grpc_listener));
+        .serve_with_incoming(
+            // Nagle off, as on every signaling connection (see `mmcalls::nodelay`).
+            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+        );
     tokio::spawn(async move {
         if let Err(e) = grpc.await {
             tracing::error!(error = %e, "host gRPC server failed");
