@@ -81,7 +81,8 @@ fn mime(codec: Codec) -> &'static str {
         _ => "unknown",
     }
 }
-/// How often every session is checked for connect/offer timeouts and silence.
+/// How often the sessions that may time out or fall silent are checked: those still
+/// connecting, with an offer out, or talking.
 const HOUSEKEEPING: Duration = Duration::from_millis(50);
 /// Statistics timers and housekeeping fire on this grid, so that those of many
 /// sessions share one wake-up of the shell instead of one each (500 idle sessions:
@@ -206,7 +207,13 @@ pub struct Sfu {
     voice: Vec<(Sid, bool)>,
     observer: Box<dyn RtcObserver>,
     /// Sessions by their next str0m timeout (at most one live entry per session).
-    timers: BinaryHeap<Reverse<(Instant, Sid)>>,
+    /// The middle number is unique, so that equal times never compare session ids.
+    timers: BinaryHeap<Reverse<(Instant, u64, Sid)>>,
+    timer_seq: u64,
+    /// Sessions housekeeping looks at: still connecting, an offer out, or talking.
+    /// A connected, quiet session without an offer costs nothing between its timers.
+    watched: FastSet<Sid>,
+    /// Set while `watched` is not empty.
     next_housekeeping: Option<Instant>,
     next_flush: Option<Instant>,
     writes: u32,
@@ -229,6 +236,8 @@ impl Sfu {
             voice: Vec::new(),
             observer,
             timers: BinaryHeap::new(),
+            timer_seq: 0,
+            watched: FastSet::default(),
             next_housekeeping: None,
             next_flush: None,
             writes: 0,
@@ -320,6 +329,7 @@ impl Sfu {
         }
         members.push(sid.clone());
         self.peers.insert(sid.clone(), peer);
+        self.watched.insert(sid.clone());
         self.dirty.insert(sid, true);
         Ok(())
     }
@@ -344,6 +354,7 @@ impl Sfu {
         self.routes.retain(|_, s| *s != sid);
         self.dirty.remove(&sid);
         self.offer_wanted.remove(&sid);
+        self.watched.remove(&sid);
         if let Some(members) = self.calls.get_mut(&peer.call_id) {
             members.retain(|s| *s != sid);
             if members.is_empty() {
@@ -621,13 +632,13 @@ impl Sfu {
     }
 
     /// Drives the sessions up to `now`: those with input or a due timer, plus a walk
-    /// over all of them every `HOUSEKEEPING`; returns when to call again at the latest.
+    /// over the watched ones every `HOUSEKEEPING`; returns when to call again at the
+    /// latest.
     pub fn poll(&mut self, now: Instant, out: &mut Vec<Output>) -> Instant {
         let mut closed = Vec::new();
         self.fire_timers(now);
-        if self.next_housekeeping.is_none_or(|t| now >= t) {
-            let epoch = *self.epoch.get_or_insert(now);
-            self.next_housekeeping = Some(on_grid(now + HOUSEKEEPING, epoch));
+        if self.next_housekeeping.is_some_and(|t| now >= t) {
+            self.next_housekeeping = None;
             self.housekeeping(now, &mut closed);
         }
         // Forwarding makes subscribers dirty, which may produce more events: repeat
@@ -643,7 +654,13 @@ impl Sfu {
                 };
                 let open = peer.drain(&sid, now, stirred, out, &mut cross);
                 peer.report(now, &*self.observer);
-                schedule(&mut self.timers, peer, &sid, self.epoch);
+                schedule(
+                    &mut self.timers,
+                    &mut self.timer_seq,
+                    peer,
+                    &sid,
+                    self.epoch,
+                );
                 if !open {
                     closed.push(sid);
                 }
@@ -671,8 +688,18 @@ impl Sfu {
             });
             self.remove_session(&sid);
         }
-        let mut next = self.next_housekeeping.unwrap_or(now + HOUSEKEEPING);
-        if let Some(Reverse((t, _))) = self.timers.peek() {
+        if self.watched.is_empty() {
+            self.next_housekeeping = None;
+        } else if self.next_housekeeping.is_none() {
+            let epoch = *self.epoch.get_or_insert(now);
+            self.next_housekeeping = Some(on_grid(now + HOUSEKEEPING, epoch));
+        }
+        // Statistics are flushed once a second, with whatever poll comes then; an
+        // otherwise idle core wakes up for them no more often than that.
+        let mut next = self
+            .next_housekeeping
+            .unwrap_or(now + Duration::from_secs(1));
+        if let Some(Reverse((t, _, _))) = self.timers.peek() {
             next = next.min(*t);
         }
         if !self.dirty.is_empty() {
@@ -684,11 +711,11 @@ impl Sfu {
     /// Hands the clock to the sessions whose str0m timeout is due (timer heap, so the
     /// cost follows the due timers, not the number of sessions).
     fn fire_timers(&mut self, now: Instant) {
-        while let Some(Reverse((t, _))) = self.timers.peek() {
+        while let Some(Reverse((t, _, _))) = self.timers.peek() {
             if *t > now {
                 break;
             }
-            let Some(Reverse((t, sid))) = self.timers.pop() else {
+            let Some(Reverse((t, _, sid))) = self.timers.pop() else {
                 break;
             };
             let Some(peer) = self.peers.get_mut(&sid) else {
@@ -704,17 +731,30 @@ impl Sfu {
                     peer.timeout = None;
                     self.dirty.insert(sid, true);
                 }
-                Some(_) => schedule(&mut self.timers, peer, &sid, self.epoch),
+                Some(_) => schedule(
+                    &mut self.timers,
+                    &mut self.timer_seq,
+                    peer,
+                    &sid,
+                    self.epoch,
+                ),
                 None => {}
             }
         }
     }
 
-    /// What is checked on every session, but not on every packet: connect and offer
-    /// timeouts, silence after speech.
+    /// What is checked on the watched sessions, but not on every packet: connect and
+    /// offer timeouts, silence after speech. A session leaves the watch once connected,
+    /// without an offer out and quiet (a connection lost later ends with str0m's
+    /// `Disconnected` event, an offer or speech puts it back).
     fn housekeeping(&mut self, now: Instant, closed: &mut Vec<Sid>) {
-        for (sid, peer) in self.peers.iter_mut() {
-            if !peer.rtc.is_connected() && now >= peer.created + self.config.connect_timeout {
+        let peers = &mut self.peers;
+        self.watched.retain(|sid| {
+            let Some(peer) = peers.get_mut(sid) else {
+                return false;
+            };
+            let connected = peer.rtc.is_connected();
+            if !connected && now >= peer.created + self.config.connect_timeout {
                 tracing::warn!(
                     session_id = %sid,
                     "peer connection not established in time (ICE/DTLS), closing it"
@@ -732,12 +772,15 @@ impl Sfu {
                 self.offer_wanted.insert(sid.clone());
                 self.dirty.insert(sid.clone(), true);
             }
+            let mut talking = false;
             for inb in peer.inbound.values_mut() {
                 if let Some(on) = inb.vad.tick(now) {
                     self.voice.push((sid.clone(), on));
                 }
+                talking |= inb.vad.speaking();
             }
-        }
+            !connected || peer.pending.is_some() || talking
+        });
     }
 
     fn route(&mut self, now: Instant, cross: Vec<Cross>) {
@@ -829,6 +872,10 @@ impl Sfu {
             }
             if let Some(on) = inb.vad.frame(now, data.ext_vals.audio_level) {
                 self.voice.push((src.clone(), on));
+                if on {
+                    // Silence ends speech without a frame to tell: housekeeping does.
+                    self.watched.insert(src.clone());
+                }
             }
         }
         let rids = data.rid.map(|_| inb.rids.clone());
@@ -981,6 +1028,8 @@ impl Sfu {
                 added,
                 removed,
             });
+            // Unanswered, it is withdrawn after `offer_timeout`: housekeeping watches.
+            self.watched.insert(sid.clone());
             self.dirty.insert(sid.clone(), true);
             let json = SessionDescription::offer(offer.to_sdp_string()).to_json();
             if !(peer.dc_signaling && peer.dc_send_sdp(&json)) {
@@ -995,6 +1044,11 @@ impl Sfu {
 
 #[cfg(test)]
 impl Sfu {
+    /// How many sessions housekeeping looks at.
+    pub(crate) fn watched_count(&self) -> usize {
+        self.watched.len()
+    }
+
     /// The layers a subscriber wants from its simulcast subscriptions.
     pub(crate) fn wanted_layers(&self, subscriber: &str) -> Vec<String> {
         self.peers
@@ -1013,7 +1067,8 @@ impl Sfu {
 /// Puts the peer's str0m timeout in the timer heap, lazy ones on the timer grid. One
 /// entry per peer at a time: a later timeout is found when the earlier entry fires.
 fn schedule(
-    timers: &mut BinaryHeap<Reverse<(Instant, Sid)>>,
+    timers: &mut BinaryHeap<Reverse<(Instant, u64, Sid)>>,
+    seq: &mut u64,
     peer: &mut Peer,
     sid: &Sid,
     epoch: Option<Instant>,
@@ -1025,7 +1080,8 @@ fn schedule(
         };
         if peer.scheduled.is_none_or(|s| at < s) {
             peer.scheduled = Some(at);
-            timers.push(Reverse((at, sid.clone())));
+            *seq += 1;
+            timers.push(Reverse((at, *seq, sid.clone())));
         }
     }
 }

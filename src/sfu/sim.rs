@@ -32,6 +32,8 @@ pub struct Client {
     /// Simulcast layers of its video sender; a keyframe was asked for.
     pub video_rids: Vec<str0m::media::Rid>,
     pub keyframe_wanted: bool,
+    /// The audio level (dBov) `speak` puts in its frames' RFC 6464 extension.
+    pub level: Option<i8>,
     pub track_ids: Vec<String>,
     /// Every server offer this client got, in order.
     pub offers: Vec<String>,
@@ -150,6 +152,7 @@ impl Net {
             video_times: Vec::new(),
             video_rids: Vec::new(),
             keyframe_wanted: false,
+            level: None,
             track_ids: Vec::new(),
             offers: Vec::new(),
             video_mid: None,
@@ -457,8 +460,11 @@ impl Net {
     pub fn speak(&mut self, i: usize, counter: &mut u32) {
         let c = &mut self.clients[i];
         let mid = c.audio.unwrap();
-        let w = c.rtc.writer(mid).unwrap();
+        let mut w = c.rtc.writer(mid).unwrap();
         let pt = w.payload_params().next().unwrap().pt();
+        if let Some(level) = c.level {
+            w = w.audio_level(level, true);
+        }
         *counter += 1;
         let ts = MediaTime::new(u64::from(*counter) * 960, Frequency::FORTY_EIGHT_KHZ);
         w.write(pt, self.now, ts, counter.to_be_bytes().to_vec())

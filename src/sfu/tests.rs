@@ -483,3 +483,34 @@ fn av1_receivers_get_the_av1_copy_of_a_screen_and_others_vp8() {
         assert_eq!(screens, 1, "{:?}", x.track_ids);
     }
 }
+
+/// Speech is reported on and, after a second of silence, off; only a session that is
+/// connecting, has an offer out or talks is looked at between its own timers, so a
+/// quiet call costs nothing but its statistics.
+#[test]
+fn voice_activity_comes_and_goes_and_quiet_sessions_are_left_alone() {
+    let mut net = Net::new();
+    let a = net.join("call-1", "sess-a", "1.1.1.1:1000", true);
+    net.join("call-1", "sess-b", "2.2.2.2:2000", false);
+    net.run(Duration::from_secs(2));
+    assert!(net.clients.iter().all(|c| c.rtc.is_connected()));
+    assert_eq!(net.sfu.watched_count(), 0, "connected, quiet, no offer out");
+
+    net.sfu.set_muted("sess-a", false).unwrap();
+    net.clients[a].level = Some(-20);
+    let mut counter = 0;
+    net.talk(a, Duration::from_millis(500), &mut counter);
+    assert_eq!(net.voice, vec![("sess-a".to_string(), true)]);
+    assert_eq!(net.sfu.watched_count(), 1, "the talker is watched");
+
+    // Frames keep coming, but quiet ones: speech ends a second after the last loud one.
+    net.clients[a].level = Some(-127);
+    net.talk(a, Duration::from_millis(700), &mut counter);
+    assert_eq!(net.voice.len(), 1, "off too early: {:?}", net.voice);
+    net.run(Duration::from_millis(600));
+    assert_eq!(
+        net.voice,
+        vec![("sess-a".to_string(), true), ("sess-a".to_string(), false)]
+    );
+    assert_eq!(net.sfu.watched_count(), 0, "quiet again");
+}

@@ -54,7 +54,6 @@ impl Vad {
         was.then_some(false)
     }
 
-    #[cfg(test)]
     pub fn speaking(&self) -> bool {
         self.speaking
     }
