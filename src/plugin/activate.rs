@@ -1,9 +1,10 @@
 //! Activation and deactivation (reference calls-plugin.md §8.3), including recovery
 //! of the sessions an earlier process of this plugin left in the database.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use futures_util::stream::{self, StreamExt};
 use parking_lot::RwLock;
 
 use super::app::{App, Inner, LicenseInfo};
@@ -277,6 +278,9 @@ pub async fn activate(host_addr: &str, bundle_path: &str) -> Result<App, Activat
     Ok(app)
 }
 
+/// Login-session checks in flight at once.
+const AUTH_CHECKS_IN_FLIGHT: usize = 16;
+
 /// Every 10 s, sessions whose login session is gone (logout, expiry) leave their call.
 async fn check_auth_sessions(app: App) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
@@ -285,25 +289,31 @@ async fn check_auth_sessions(app: App) {
         if app.stopped.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
-        let mut verdicts: HashMap<String, bool> = HashMap::new();
-        for s in app.sessions.all() {
-            // Recovered sessions have no known login session: nothing to check.
-            if s.auth_session_id.is_empty() {
+        let sessions = app.sessions.all();
+        // Each login session once, however many calls it is in. Recovered sessions
+        // have no known login session: nothing to check.
+        let ids: HashSet<String> = sessions
+            .iter()
+            .filter(|s| !s.auth_session_id.is_empty())
+            .map(|s| s.auth_session_id.clone())
+            .collect();
+        // Several RPCs in flight share the connection's reads and writes and the
+        // task's wake-ups, instead of one round trip each.
+        let host = &app.host;
+        let verdicts: HashMap<String, Option<proto::SessionResponse>> = stream::iter(ids)
+            .map(|id| async move {
+                let r = host.session(&id).await.ok();
+                (id, r)
+            })
+            .buffer_unordered(AUTH_CHECKS_IN_FLIGHT)
+            .collect()
+            .await;
+        for s in &sessions {
+            // The host being unreachable is not the user's fault.
+            let Some(Some(r)) = verdicts.get(&s.auth_session_id) else {
                 continue;
-            }
-            let valid = match verdicts.get(&s.auth_session_id) {
-                Some(v) => *v,
-                None => match app.host.session(&s.auth_session_id).await {
-                    Ok(r) => {
-                        let v = r.valid && r.user_id == s.user_id;
-                        verdicts.insert(s.auth_session_id.clone(), v);
-                        v
-                    }
-                    // The host being unreachable is not the user's fault.
-                    Err(_) => true,
-                },
             };
-            if !valid {
+            if !(r.valid && r.user_id == s.user_id) {
                 tracing::info!(
                     session_id = s.original_conn_id,
                     "login session gone: leaving call"
