@@ -161,8 +161,11 @@ impl RtcServer {
         let sfu = Sfu::with_observer(SfuConfig::new(candidates), observer);
         let udp = socket.into_std()?;
         let tcp_advertised = tcp.map(|(_, a)| a);
+        // Sockets and timers only: the process and signal drivers would check for
+        // orphaned children on every wake-up.
         let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
+            .enable_io()
+            .enable_time()
             .build()?;
         std::thread::Builder::new()
             .name("rtc".into())
@@ -366,8 +369,10 @@ async fn run(
 ) {
     let mut buf = vec![0u8; 2048];
     let mut out = Vec::new();
-    let mut next = Instant::now();
     let mut next_reap = Instant::now() + std::time::Duration::from_secs(1);
+    // One timer, moved when the core's deadline moves, rather than a new one per turn.
+    let wake = tokio::time::sleep_until(Instant::now().into());
+    tokio::pin!(wake);
     loop {
         tokio::select! {
             cmd = rx.recv() => {
@@ -388,14 +393,17 @@ async fn run(
                 Err(e) => tracing::warn!(error = %e, "udp receive failed"),
             },
             Some(ev) = io.tcp_events.recv() => io.on_tcp(&mut sfu, ev),
-            _ = tokio::time::sleep_until(next.into()) => {}
+            () = &mut wake => {}
         }
         let now = Instant::now();
         if now >= next_reap {
             io.reap(now);
             next_reap = now + std::time::Duration::from_secs(1);
         }
-        next = sfu.poll(now, &mut out).min(next_reap);
+        let next = tokio::time::Instant::from_std(sfu.poll(now, &mut out).min(next_reap));
+        if wake.is_elapsed() || wake.deadline() != next {
+            wake.as_mut().reset(next);
+        }
         for o in out.drain(..) {
             match o {
                 Output::Transmit {
