@@ -207,9 +207,7 @@ pub struct Sfu {
     voice: Vec<(Sid, bool)>,
     observer: Box<dyn RtcObserver>,
     /// Sessions by their next str0m timeout (at most one live entry per session).
-    /// The middle number is unique, so that equal times never compare session ids.
-    timers: BinaryHeap<Reverse<(Instant, u64, Sid)>>,
-    timer_seq: u64,
+    timers: TimerHeap,
     /// Sessions housekeeping looks at: still connecting, an offer out, or talking.
     /// A connected, quiet session without an offer costs nothing between its timers.
     watched: FastSet<Sid>,
@@ -235,8 +233,7 @@ impl Sfu {
             epoch: None,
             voice: Vec::new(),
             observer,
-            timers: BinaryHeap::new(),
-            timer_seq: 0,
+            timers: TimerHeap::default(),
             watched: FastSet::default(),
             next_housekeeping: None,
             next_flush: None,
@@ -654,13 +651,7 @@ impl Sfu {
                 };
                 let open = peer.drain(&sid, now, stirred, out, &mut cross);
                 peer.report(now, &*self.observer);
-                schedule(
-                    &mut self.timers,
-                    &mut self.timer_seq,
-                    peer,
-                    &sid,
-                    self.epoch,
-                );
+                schedule(&mut self.timers, peer, &sid, self.epoch);
                 if !open {
                     closed.push(sid);
                 }
@@ -699,8 +690,8 @@ impl Sfu {
         let mut next = self
             .next_housekeeping
             .unwrap_or(now + Duration::from_secs(1));
-        if let Some(Reverse((t, _, _))) = self.timers.peek() {
-            next = next.min(*t);
+        if let Some(t) = self.timers.first() {
+            next = next.min(t);
         }
         if !self.dirty.is_empty() {
             next = now;
@@ -711,13 +702,7 @@ impl Sfu {
     /// Hands the clock to the sessions whose str0m timeout is due (timer heap, so the
     /// cost follows the due timers, not the number of sessions).
     fn fire_timers(&mut self, now: Instant) {
-        while let Some(Reverse((t, _, _))) = self.timers.peek() {
-            if *t > now {
-                break;
-            }
-            let Some(Reverse((t, _, sid))) = self.timers.pop() else {
-                break;
-            };
+        while let Some((t, sid)) = self.timers.pop_due(now) {
             let Some(peer) = self.peers.get_mut(&sid) else {
                 continue;
             };
@@ -731,13 +716,7 @@ impl Sfu {
                     peer.timeout = None;
                     self.dirty.insert(sid, true);
                 }
-                Some(_) => schedule(
-                    &mut self.timers,
-                    &mut self.timer_seq,
-                    peer,
-                    &sid,
-                    self.epoch,
-                ),
+                Some(_) => schedule(&mut self.timers, peer, &sid, self.epoch),
                 None => {}
             }
         }
@@ -1064,15 +1043,36 @@ impl Sfu {
     }
 }
 
+/// Sessions by time, earliest first. Each entry carries a unique number after its
+/// time, so that entries due at the same time never compare session ids.
+#[derive(Default)]
+struct TimerHeap {
+    heap: BinaryHeap<Reverse<(Instant, u64, Sid)>>,
+    pushed: u64,
+}
+
+impl TimerHeap {
+    fn push(&mut self, at: Instant, sid: Sid) {
+        self.pushed += 1;
+        self.heap.push(Reverse((at, self.pushed, sid)));
+    }
+
+    fn first(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((t, _, _))| *t)
+    }
+
+    /// The earliest entry, if it is due at `now`.
+    fn pop_due(&mut self, now: Instant) -> Option<(Instant, Sid)> {
+        if self.first()? > now {
+            return None;
+        }
+        self.heap.pop().map(|Reverse((t, _, sid))| (t, sid))
+    }
+}
+
 /// Puts the peer's str0m timeout in the timer heap, lazy ones on the timer grid. One
 /// entry per peer at a time: a later timeout is found when the earlier entry fires.
-fn schedule(
-    timers: &mut BinaryHeap<Reverse<(Instant, u64, Sid)>>,
-    seq: &mut u64,
-    peer: &mut Peer,
-    sid: &Sid,
-    epoch: Option<Instant>,
-) {
+fn schedule(timers: &mut TimerHeap, peer: &mut Peer, sid: &Sid, epoch: Option<Instant>) {
     if let Some(t) = peer.timeout {
         let at = match epoch {
             Some(e) if peer.lazy => on_grid(t, e),
@@ -1080,8 +1080,7 @@ fn schedule(
         };
         if peer.scheduled.is_none_or(|s| at < s) {
             peer.scheduled = Some(at);
-            *seq += 1;
-            timers.push(Reverse((at, *seq, sid.clone())));
+            timers.push(at, sid.clone());
         }
     }
 }
