@@ -5,12 +5,23 @@
 //! consent check is verified and answered with an HMAC; OpenSSL 3 fetches its
 //! algorithm and looks up parameters by name on every such call, which cost more
 //! instructions than the cryptography itself (`scripts/forward-instructions.sh`).
+//!
+//! The DTLS part is OpenSSL's, wrapped so that the SRTP keying material a session's
+//! handshake exports is also handed to that session's [`KeySlot`]: the SFU seals the
+//! audio it forwards itself (`egress`), with the keys str0m derives its own from.
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Aes128Gcm, Aes256Gcm, KeyInit, Nonce, Tag};
 use hmac::{Hmac, Mac};
+use str0m::crypto::dtls::{
+    DtlsCert, DtlsImplError, DtlsInstance, DtlsOutput, DtlsProvider, DtlsVersion, ProtocolVersion,
+    SrtpProfile,
+};
 use str0m::crypto::{
     AeadAes128GcmCipher, AeadAes256GcmCipher, CryptoError, CryptoProvider, Sha1HmacProvider,
     SrtpProvider, SupportedAeadAes128Gcm, SupportedAeadAes256Gcm, SupportedAes128CmSha1_80,
@@ -25,9 +36,13 @@ pub fn provider() -> Arc<CryptoProvider> {
             let srtp: &'static GcmSrtp = Box::leak(Box::new(GcmSrtp {
                 base: base.srtp_provider,
             }));
+            let dtls: &'static CapturingDtls = Box::leak(Box::new(CapturingDtls {
+                base: base.dtls_provider,
+            }));
             Arc::new(CryptoProvider {
                 srtp_provider: srtp,
                 sha1_hmac_provider: &StunHmac,
+                dtls_provider: dtls,
                 ..base
             })
         })
@@ -36,6 +51,128 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 fn str0m_openssl_provider() -> CryptoProvider {
     str0m::crypto::from_feature_flags()
+}
+
+/// What one session's DTLS handshake exported for SRTP (RFC 5764 §4.2), once it has.
+#[derive(Default)]
+pub struct KeySlot {
+    /// Our DTLS role: the client's keys are the left half of the material.
+    active: AtomicBool,
+    keys: OnceLock<(SrtpProfile, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for KeySlot {
+    // Never the keys.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeySlot")
+    }
+}
+
+impl KeySlot {
+    /// (profile, keying material, we are the DTLS client), after the handshake.
+    pub fn get(&self) -> Option<(SrtpProfile, &[u8], bool)> {
+        let (profile, material) = self.keys.get()?;
+        Some((*profile, material, self.active.load(Ordering::Relaxed)))
+    }
+}
+
+thread_local! {
+    /// The slot the next DTLS instance created on this thread reports to.
+    static ARMED: RefCell<Option<Arc<KeySlot>>> = const { RefCell::new(None) };
+}
+
+/// Runs `build` (which creates one `Rtc`, and with it its one DTLS instance,
+/// synchronously) so that the instance reports its keys to the returned slot.
+pub fn capturing_keys<T>(build: impl FnOnce() -> T) -> (T, Arc<KeySlot>) {
+    let slot = Arc::new(KeySlot::default());
+    ARMED.with(|a| *a.borrow_mut() = Some(slot.clone()));
+    let built = build();
+    // Disarmed whatever happened: a later Rtc must not report into this slot.
+    ARMED.with(|a| a.borrow_mut().take());
+    (built, slot)
+}
+
+/// OpenSSL's DTLS, each instance tied to the slot armed when it was made (if any).
+#[derive(Debug)]
+struct CapturingDtls {
+    base: &'static dyn DtlsProvider,
+}
+
+impl DtlsProvider for CapturingDtls {
+    fn generate_certificate(&self) -> Option<DtlsCert> {
+        self.base.generate_certificate()
+    }
+
+    fn new_dtls(
+        &self,
+        cert: &DtlsCert,
+        now: Instant,
+        dtls_version: DtlsVersion,
+        mtu: Option<usize>,
+    ) -> Result<Box<dyn DtlsInstance>, CryptoError> {
+        let inner = self.base.new_dtls(cert, now, dtls_version, mtu)?;
+        match ARMED.with(|a| a.borrow_mut().take()) {
+            Some(slot) => Ok(Box::new(CapturingInstance { inner, slot })),
+            None => Ok(inner),
+        }
+    }
+
+    fn is_test(&self) -> bool {
+        self.base.is_test()
+    }
+}
+
+#[derive(Debug)]
+struct CapturingInstance {
+    inner: Box<dyn DtlsInstance>,
+    slot: Arc<KeySlot>,
+}
+
+impl DtlsInstance for CapturingInstance {
+    fn set_active(&mut self, active: bool) {
+        self.slot.active.store(active, Ordering::Relaxed);
+        self.inner.set_active(active)
+    }
+
+    fn handle_packet(&mut self, packet: &[u8]) -> Result<(), DtlsImplError> {
+        self.inner.handle_packet(packet)
+    }
+
+    fn poll_output<'a>(&mut self, buf: &'a mut [u8]) -> DtlsOutput<'a> {
+        let out = self.inner.poll_output(buf);
+        if let DtlsOutput::KeyingMaterial(material, profile) = &out {
+            let _ = self.slot.keys.set((*profile, material.to_vec()));
+        }
+        out
+    }
+
+    fn handle_timeout(&mut self, now: Instant) -> Result<(), DtlsImplError> {
+        self.inner.handle_timeout(now)
+    }
+
+    fn send_application_data(&mut self, data: &[u8]) -> Result<(), DtlsImplError> {
+        self.inner.send_application_data(data)
+    }
+
+    fn is_active(&self) -> bool {
+        self.inner.is_active()
+    }
+
+    fn protocol_version(&self) -> Option<ProtocolVersion> {
+        self.inner.protocol_version()
+    }
+
+    fn is_closing(&self) -> bool {
+        self.inner.is_closing()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    fn close(&mut self) -> Result<(), DtlsImplError> {
+        self.inner.close()
+    }
 }
 
 /// STUN message integrity (RFC 5389): HMAC-SHA1 over the message parts.

@@ -16,6 +16,7 @@ use str0m::{Candidate, Input, Rtc};
 
 pub mod crypto;
 pub mod datachannel;
+mod egress;
 pub mod observe;
 mod peer;
 pub mod shell;
@@ -267,18 +268,21 @@ impl Sfu {
         if self.peers.contains_key(session_id) {
             return Err(SfuError::DuplicateSession(session_id.to_string()));
         }
-        let mut rtc = Rtc::builder()
-            // The SFU only answers connectivity checks: clients do the ICE work.
-            .set_ice_lite(true)
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            // Offered by AV1-capable clients as a second copy of the screen.
-            .enable_av1(true)
-            // Receiver reports drive the simulcast layer choice.
-            .set_stats_interval(Some(Duration::from_secs(1)))
-            .set_crypto_provider(crypto::provider())
-            .build(now);
+        let (rtc, keys) = crypto::capturing_keys(|| {
+            Rtc::builder()
+                // The SFU only answers connectivity checks: clients do the ICE work.
+                .set_ice_lite(true)
+                .clear_codecs()
+                .enable_opus(true, false)
+                .enable_vp8(true)
+                // Offered by AV1-capable clients as a second copy of the screen.
+                .enable_av1(true)
+                // Receiver reports drive the simulcast layer choice.
+                .set_stats_interval(Some(Duration::from_secs(1)))
+                .set_crypto_provider(crypto::provider())
+                .build(now)
+        });
+        let mut rtc = rtc;
         for (addr, proto) in &self.config.host_candidates {
             let c = match proto {
                 Protocol::Udp => Candidate::host(*addr, "udp"),
@@ -296,6 +300,7 @@ impl Sfu {
             }
         }
         let mut peer = Peer::new(group, call_id, rtc, now);
+        peer.keys = Some(keys);
         peer.dc_signaling = opts.dc_signaling;
         peer.av1 = opts.av1;
         self.observer.session(group, 1);
@@ -656,7 +661,7 @@ impl Sfu {
                     closed.push(sid);
                 }
             }
-            self.route(now, cross);
+            self.route(now, cross, out);
             self.send_offers(now, out);
         }
         for (session_id, on) in self.voice.drain(..) {
@@ -762,7 +767,7 @@ impl Sfu {
         });
     }
 
-    fn route(&mut self, now: Instant, cross: Vec<Cross>) {
+    fn route(&mut self, now: Instant, cross: Vec<Cross>, out: &mut Vec<Output>) {
         for c in cross {
             match c {
                 Cross::Added(src, mid, kind) => {
@@ -804,7 +809,7 @@ impl Sfu {
                         l.on_loss(now, loss);
                     }
                 }
-                Cross::Media(src, data) => self.forward(now, &src, data),
+                Cross::Media(src, data) => self.forward(now, &src, data, out),
                 Cross::Keyframe(dst, local, kind) => {
                     let Some(p) = self.peers.get(&dst) else {
                         continue;
@@ -827,7 +832,13 @@ impl Sfu {
     }
 
     /// One publisher's frame to every subscriber of it in the same call.
-    fn forward(&mut self, now: Instant, src: &Sid, data: str0m::media::MediaData) {
+    fn forward(
+        &mut self,
+        now: Instant,
+        src: &Sid,
+        data: str0m::media::MediaData,
+        out: &mut Vec<Output>,
+    ) {
         let Some(sender) = self.peers.get_mut(src) else {
             return;
         };
@@ -890,36 +901,59 @@ impl Sfu {
                     None => continue,
                 }
             }
-            let Some(w) = p.rtc.writer(local) else {
-                continue;
-            };
-            let Some(pt) = w.match_params(data.params) else {
-                continue;
-            };
-            let w = match data.ext_vals.audio_level {
-                Some(level) => w.audio_level(level, data.ext_vals.voice_activity.unwrap_or(false)),
-                None => w,
-            };
             self.writes = self.writes.wrapping_add(1);
             let t0 = (self.writes % WRITE_SAMPLE == 0)
                 .then(|| self.observer.clock())
                 .flatten();
-            if let Err(e) = w.write(pt, data.network_time, time, data.data.clone()) {
-                tracing::debug!(session_id = %other, error = %e, "forward write failed");
-                p.reports.push(PeerReport::Error("rtp"));
-            }
+            let audio = track.is_audio();
+            // Voice (and whatever a mid once sealed carries) is sealed here, with no
+            // str0m work for this subscriber at all. Screen audio otherwise stays
+            // with str0m, whose sender reports keep it in sync with the screen.
+            let sealed =
+                if audio && (track == TrackType::Voice || p.audio_paths.contains_key(&local)) {
+                    p.seal_voice(local, src, &data)
+                } else {
+                    peer::Sealed::Str0m
+                };
+            let written = match sealed {
+                peer::Sealed::Datagram(d) => {
+                    out.push(d);
+                    true
+                }
+                peer::Sealed::Nothing => false,
+                peer::Sealed::Str0m => {
+                    let Some(w) = p.rtc.writer(local) else {
+                        continue;
+                    };
+                    let Some(pt) = w.match_params(data.params) else {
+                        continue;
+                    };
+                    let w = match data.ext_vals.audio_level {
+                        Some(level) => {
+                            w.audio_level(level, data.ext_vals.voice_activity.unwrap_or(false))
+                        }
+                        None => w,
+                    };
+                    if let Err(e) = w.write(pt, data.network_time, time, data.data.clone()) {
+                        tracing::debug!(session_id = %other, error = %e, "forward write failed");
+                        p.reports.push(PeerReport::Error("rtp"));
+                    }
+                    p.written = true;
+                    // One RTP packet per audio frame; a video frame may make several,
+                    // so it stirs the session like any other input.
+                    p.audio_writes += u32::from(audio);
+                    *self.dirty.entry(other.clone()).or_default() |= !audio;
+                    true
+                }
+            };
             if let (Some(t0), Some(t1)) = (t0, self.observer.clock()) {
                 let secs = t1.saturating_duration_since(t0).as_secs_f64();
                 self.observer
                     .track_write_time(&p.group, track.write_kind(), secs);
             }
-            p.rtp.add(DIR_OUT, track.index(), data.data.len());
-            p.written = true;
-            // One RTP packet per audio frame; a video frame may make several, so it
-            // stirs the session like any other input.
-            let audio = track.is_audio();
-            p.audio_writes += u32::from(audio);
-            *self.dirty.entry(other.clone()).or_default() |= !audio;
+            if written {
+                p.rtp.add(DIR_OUT, track.index(), data.data.len());
+            }
         }
         if !keyframe_requests.is_empty() {
             if let Some(s) = self.peers.get_mut(src) {
@@ -1023,6 +1057,16 @@ impl Sfu {
 
 #[cfg(test)]
 impl Sfu {
+    /// How many of a session's send-only audio mids the core seals itself.
+    pub(crate) fn sealed_audio_mids(&self, session_id: &str) -> usize {
+        self.peers.get(session_id).map_or(0, |p| {
+            p.audio_paths
+                .values()
+                .filter(|a| matches!(a, peer::AudioPath::Sealed(_)))
+                .count()
+        })
+    }
+
     /// How many sessions housekeeping looks at.
     pub(crate) fn watched_count(&self) -> usize {
         self.watched.len()

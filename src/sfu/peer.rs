@@ -3,15 +3,21 @@
 //! nothing of other peers: what concerns them leaves as a [`Cross`].
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::format::Codec;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid};
+use str0m::net::Protocol;
+use str0m::rtp::Extension;
 use str0m::{Event, IceConnectionState, Input, Output as RtcOutput, PacerReason, Reason, Rtc};
 
+use super::crypto::KeySlot;
 use super::datachannel::{deflate_sdp, inflate_sdp, DcMessage, SessionDescription};
+use super::egress::{AudioEgress, Sealer};
 use super::observe::{RtcObserver, RtpCounts};
 use super::simulcast::Layering;
 use super::vad::Vad;
@@ -49,6 +55,30 @@ pub(super) fn is_rtp(datagram: &[u8]) -> bool {
         [b0, b1, ..] => (128..192).contains(b0) && !(192..224).contains(b1),
         _ => false,
     }
+}
+
+/// Not a STUN message (RFC 7983: STUN starts with 0..=3; DTLS, RTP and RTCP above).
+/// Those go to whichever address a check came from; the rest on the selected pair.
+fn on_selected_pair(datagram: &[u8]) -> bool {
+    datagram.first().is_some_and(|b| *b > 3)
+}
+
+/// How one of our send-only audio mids leaves, fixed at its first packet for the
+/// life of the peer connection (see `egress`: the two must never share an SSRC).
+pub(super) enum AudioPath {
+    Str0m,
+    /// Sealed by the core. The egress stays with the mid if str0m recycles it.
+    Sealed(AudioEgress),
+}
+
+/// What forwarding one voice packet to a subscriber came to.
+pub(super) enum Sealed {
+    /// The datagram to send.
+    Datagram(Output),
+    /// Nothing to send (an old packet, or sealing failed).
+    Nothing,
+    /// This mid goes through str0m.
+    Str0m,
 }
 
 /// How long a client may hold the signaling lock without releasing it.
@@ -151,6 +181,16 @@ pub(super) struct Peer {
     pub dc_reported: bool,
     pub reports: Vec<PeerReport>,
     pub rtp: RtpCounts,
+    /// Where this session's DTLS keys arrive (absent for an `Rtc` made elsewhere).
+    pub keys: Option<Arc<KeySlot>>,
+    /// Our SRTP sealer, made from `keys` at the first sealed packet.
+    sealer: Option<Sealer>,
+    /// The sealer cannot be made (the profile is not AEAD): all audio via str0m.
+    no_sealer: bool,
+    /// (protocol, our address, theirs) of the selected candidate pair, as str0m's
+    /// last DTLS/SRTP datagram went.
+    path: Option<(Protocol, SocketAddr, SocketAddr)>,
+    pub audio_paths: FastMap<Mid, AudioPath>,
 }
 
 /// What one peer's output needs from the others.
@@ -201,7 +241,84 @@ impl Peer {
             dc_reported: false,
             reports: Vec::new(),
             rtp: RtpCounts::default(),
+            keys: None,
+            sealer: None,
+            no_sealer: false,
+            path: None,
+            audio_paths: FastMap::default(),
         }
+    }
+
+    /// One voice packet of `source` to this subscriber on our mid `local`, sealed
+    /// here when this mid's audio is (decided at its first packet).
+    pub fn seal_voice(&mut self, local: Mid, source: &Sid, data: &MediaData) -> Sealed {
+        if !self.audio_paths.contains_key(&local) {
+            let path = match self.open_egress(local, source, data) {
+                Some(e) => AudioPath::Sealed(e),
+                None => AudioPath::Str0m,
+            };
+            self.audio_paths.insert(local, path);
+        }
+        let Some(AudioPath::Sealed(egress)) = self.audio_paths.get_mut(&local) else {
+            return Sealed::Str0m;
+        };
+        let (Some(sealer), Some((proto, source_addr, destination))) = (&self.sealer, self.path)
+        else {
+            return Sealed::Nothing;
+        };
+        if !egress.carries(source, *data.pt) {
+            // The mid was recycled for another track, or the publisher's payload
+            // type changed: the subscriber's payload type may differ.
+            let Some(pt) = self
+                .rtc
+                .writer(local)
+                .and_then(|w| w.match_params(data.params))
+            else {
+                return Sealed::Nothing;
+            };
+            let Some(ssrc) = self
+                .rtc
+                .direct_api()
+                .stream_tx_by_mid(local, None)
+                .map(|s| s.ssrc())
+            else {
+                return Sealed::Nothing;
+            };
+            egress.carry(source, *data.pt, *pt, *ssrc);
+        }
+        match egress.packet(data, sealer) {
+            Some(contents) => Sealed::Datagram(Output::Transmit {
+                proto,
+                source: source_addr,
+                destination,
+                contents,
+            }),
+            None => Sealed::Nothing,
+        }
+    }
+
+    /// An egress for our mid `local`, if its audio can be sealed here: the DTLS
+    /// keys are in, with an AEAD profile, and the selected pair is known.
+    fn open_egress(&mut self, local: Mid, source: &Sid, data: &MediaData) -> Option<AudioEgress> {
+        self.path?;
+        if self.sealer.is_none() && !self.no_sealer {
+            match Sealer::from_slot(self.keys.as_deref()?) {
+                Ok(s) => self.sealer = Some(s),
+                Err(e) => {
+                    // Permanent unless the keys are merely not in yet.
+                    self.no_sealer = e != super::egress::EgressError::NoKeys;
+                    tracing::debug!(error = %e, "voice to this session goes through str0m");
+                    return None;
+                }
+            }
+        }
+        self.sealer.as_ref()?;
+        let ssrc = *self.rtc.direct_api().stream_tx_by_mid(local, None)?.ssrc();
+        let pt = *self.rtc.writer(local)?.match_params(data.params)?;
+        let exts = self.rtc.media(local)?.remote_extmap();
+        let mid = exts.id_of(Extension::RtpMid).map(|id| (id, &*local));
+        let level = exts.id_of(Extension::AudioLevel);
+        Some(AudioEgress::new(ssrc, mid, level, source, *data.pt, pt))
     }
 
     /// Reports what changed since the last drain to the metrics observer.
@@ -452,6 +569,9 @@ impl Peer {
                 }
                 RtcOutput::Transmit(t) => {
                     sent = true;
+                    if on_selected_pair(&t.contents) {
+                        self.path = Some((t.proto, t.source, t.destination));
+                    }
                     quick = match quick {
                         Some((n, at)) if is_rtp(&t.contents) => Some((n - 1, at)),
                         _ => None,

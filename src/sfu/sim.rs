@@ -24,6 +24,8 @@ pub struct Client {
     pub received: Vec<Vec<u8>>,
     /// When each of `received` arrived (simulated time).
     pub received_at: Vec<Instant>,
+    /// RTP time and audio level (-dBov) of each kept audio payload.
+    pub received_meta: Vec<(u64, Option<i8>)>,
     pub received_count: usize,
     /// Video frames received (payloads), their codecs and RTP times (source clock).
     pub video: Vec<Vec<u8>>,
@@ -146,6 +148,7 @@ impl Net {
             audio,
             received: Vec::new(),
             received_at: Vec::new(),
+            received_meta: Vec::new(),
             received_count: 0,
             video: Vec::new(),
             video_codecs: Vec::new(),
@@ -188,6 +191,8 @@ impl Net {
                             if keep {
                                 c.received.push(d.data.to_vec());
                                 c.received_at.push(self.now);
+                                c.received_meta
+                                    .push((d.time.numer(), d.ext_vals.audio_level));
                             }
                         }
                     }
