@@ -17,7 +17,7 @@ use str0m::{Event, IceConnectionState, Input, Output as RtcOutput, PacerReason, 
 
 use super::crypto::KeySlot;
 use super::datachannel::{deflate_sdp, inflate_sdp, DcMessage, SessionDescription};
-use super::egress::{AudioEgress, Sealer};
+use super::egress::{AudioEgress, EgressError, Sealer};
 use super::observe::{RtcObserver, RtpCounts};
 use super::simulcast::Layering;
 use super::vad::Vad;
@@ -69,6 +69,13 @@ pub(super) enum AudioPath {
     Str0m,
     /// Sealed by the core. The egress stays with the mid if str0m recycles it.
     Sealed(AudioEgress),
+}
+
+/// Whether a mid's audio can be sealed here.
+enum Opening {
+    Sealed(AudioEgress),
+    Str0m,
+    NotYet,
 }
 
 /// What forwarding one voice packet to a subscriber came to.
@@ -254,8 +261,10 @@ impl Peer {
     pub fn seal_voice(&mut self, local: Mid, source: &Sid, data: &MediaData) -> Sealed {
         if !self.audio_paths.contains_key(&local) {
             let path = match self.open_egress(local, source, data) {
-                Some(e) => AudioPath::Sealed(e),
-                None => AudioPath::Str0m,
+                Opening::Sealed(e) => AudioPath::Sealed(e),
+                Opening::Str0m => AudioPath::Str0m,
+                // Until the mid is negotiated str0m could not send it either.
+                Opening::NotYet => return Sealed::Nothing,
             };
             self.audio_paths.insert(local, path);
         }
@@ -297,28 +306,52 @@ impl Peer {
         }
     }
 
-    /// An egress for our mid `local`, if its audio can be sealed here: the DTLS
-    /// keys are in, with an AEAD profile, and the selected pair is known.
-    fn open_egress(&mut self, local: Mid, source: &Sid, data: &MediaData) -> Option<AudioEgress> {
-        self.path?;
-        if self.sealer.is_none() && !self.no_sealer {
-            match Sealer::from_slot(self.keys.as_deref()?) {
+    /// An egress for our mid `local` once it can have one: the DTLS keys are in
+    /// (with an AEAD profile, else never), the selected pair is known and the mid is
+    /// negotiated (packets come from the moment our offer goes out).
+    fn open_egress(&mut self, local: Mid, source: &Sid, data: &MediaData) -> Opening {
+        if self.no_sealer {
+            return Opening::Str0m;
+        }
+        if self.sealer.is_none() {
+            let Some(keys) = self.keys.as_deref() else {
+                return Opening::Str0m;
+            };
+            match Sealer::from_slot(keys) {
                 Ok(s) => self.sealer = Some(s),
+                Err(EgressError::NoKeys) => return Opening::NotYet,
                 Err(e) => {
-                    // Permanent unless the keys are merely not in yet.
-                    self.no_sealer = e != super::egress::EgressError::NoKeys;
+                    self.no_sealer = true;
                     tracing::debug!(error = %e, "voice to this session goes through str0m");
-                    return None;
+                    return Opening::Str0m;
                 }
             }
         }
-        self.sealer.as_ref()?;
-        let ssrc = *self.rtc.direct_api().stream_tx_by_mid(local, None)?.ssrc();
-        let pt = *self.rtc.writer(local)?.match_params(data.params)?;
-        let exts = self.rtc.media(local)?.remote_extmap();
+        if self.path.is_none() {
+            return Opening::NotYet;
+        }
+        let Some(ssrc) = self
+            .rtc
+            .direct_api()
+            .stream_tx_by_mid(local, None)
+            .map(|s| *s.ssrc())
+        else {
+            return Opening::NotYet;
+        };
+        let Some(pt) = self
+            .rtc
+            .writer(local)
+            .and_then(|w| w.match_params(data.params))
+        else {
+            return Opening::NotYet;
+        };
+        let Some(media) = self.rtc.media(local) else {
+            return Opening::NotYet;
+        };
+        let exts = media.remote_extmap();
         let mid = exts.id_of(Extension::RtpMid).map(|id| (id, &*local));
         let level = exts.id_of(Extension::AudioLevel);
-        Some(AudioEgress::new(ssrc, mid, level, source, *data.pt, pt))
+        Opening::Sealed(AudioEgress::new(ssrc, mid, level, source, *data.pt, *pt))
     }
 
     /// Reports what changed since the last drain to the metrics observer.

@@ -60,6 +60,9 @@ pub struct Net {
     /// Sessions the SFU reported closed, and voice activity changes.
     pub closed: Vec<String>,
     pub voice: Vec<(String, bool)>,
+    /// Sessions whose server offers wait (in `held_offers`) for `release_offers`.
+    pub hold_offers: HashSet<String>,
+    held_offers: Vec<(String, String)>,
     rtp_seen: HashMap<SocketAddr, usize>,
 }
 
@@ -86,6 +89,8 @@ impl Net {
             block_dtls_from: HashSet::new(),
             closed: Vec::new(),
             voice: Vec::new(),
+            hold_offers: HashSet::new(),
+            held_offers: Vec::new(),
             rtp_seen: HashMap::new(),
         }
     }
@@ -233,19 +238,11 @@ impl Net {
                             c.track_ids.push(track.to_string());
                         }
                     }
-                    let c = self
-                        .clients
-                        .iter_mut()
-                        .find(|c| c.session == session_id)
-                        .unwrap();
-                    let answer = c
-                        .rtc
-                        .sdp_api()
-                        .accept_offer(SdpOffer::from_sdp_string(sdp).unwrap())
-                        .unwrap();
-                    self.sfu
-                        .handle_answer(&session_id, &answer.to_sdp_string())
-                        .unwrap();
+                    if self.hold_offers.contains(&session_id) {
+                        self.held_offers.push((session_id, sdp.to_string()));
+                    } else {
+                        self.answer(&session_id, sdp);
+                    }
                 }
                 Output::Closed { session_id } => self.closed.push(session_id),
                 Output::Voice { session_id, on } => self.voice.push((session_id, on)),
@@ -275,6 +272,31 @@ impl Net {
             }
         }
         self.now += Duration::from_millis(5);
+    }
+
+    /// The client's answer to a server offer, handed to the SFU.
+    fn answer(&mut self, session_id: &str, sdp: &str) {
+        let c = self
+            .clients
+            .iter_mut()
+            .find(|c| c.session == session_id)
+            .unwrap();
+        let answer = c
+            .rtc
+            .sdp_api()
+            .accept_offer(SdpOffer::from_sdp_string(sdp).unwrap())
+            .unwrap();
+        self.sfu
+            .handle_answer(session_id, &answer.to_sdp_string())
+            .unwrap();
+    }
+
+    /// Answers the server offers held back (`hold_offers`) and stops holding them.
+    pub fn release_offers(&mut self) {
+        self.hold_offers.clear();
+        for (session_id, sdp) in std::mem::take(&mut self.held_offers) {
+            self.answer(&session_id, &sdp);
+        }
     }
 
     /// Applies the loss rules: RTP (not RTCP) packets every Nth per address, and

@@ -127,16 +127,20 @@ fn forwarded_audio_is_never_held_back() {
 /// Voice leaves the SFU sealed by the core (`egress`), never written to the
 /// subscriber's str0m: the subscriber's own str0m decrypts every frame, in order,
 /// with its RTP timing and audio level; and after the speaker leaves, a newcomer's
-/// voice reaches the same subscriber the same way.
+/// voice reaches the same subscriber the same way. Frames that come while the
+/// subscriber has not answered the offer yet do not decide the mid's path.
 #[test]
 fn voice_is_sealed_by_the_core_and_arrives_whole() {
     let mut net = Net::new();
     let a = net.join("call-1", "sess-a", "1.1.1.1:1000", true);
     let b = net.join("call-1", "sess-b", "2.2.2.2:2000", false);
     net.clients[a].level = Some(-30);
-    net.run(Duration::from_secs(2));
+    net.hold_offers.insert("sess-b".to_string());
     net.sfu.set_muted("sess-a", false).unwrap();
     let mut counter = 0;
+    net.talk(a, Duration::from_secs(2), &mut counter);
+    assert!(net.clients[b].received.is_empty());
+    net.release_offers();
     net.talk(a, Duration::from_secs(2), &mut counter);
     assert_eq!(net.sfu.sealed_audio_mids("sess-b"), 1);
     assert_eq!(net.sfu.sealed_audio_mids("sess-a"), 0, "A receives nothing");
