@@ -191,7 +191,10 @@ impl SfuConfig {
 
 pub struct Sfu {
     config: SfuConfig,
-    peers: FastMap<Sid, Peer>,
+    /// Boxed: a `Peer` is about 10 KiB (its `Rtc`), and forwarding looks up every
+    /// subscriber of a packet; inline, each key compare touched a cache line of its
+    /// own, 10 KiB apart (measured as the top miss in `Sfu::route`).
+    peers: FastMap<Sid, Box<Peer>>,
     calls: FastMap<String, Vec<Sid>>,
     /// Remote address → session, learned from accepted datagrams (saves scanning).
     routes: FastMap<SocketAddr, Sid>,
@@ -299,7 +302,7 @@ impl Sfu {
                 Err(e) => tracing::warn!(%addr, error = %e, "unusable host candidate"),
             }
         }
-        let mut peer = Peer::new(group, call_id, rtc, now);
+        let mut peer = Box::new(Peer::new(group, call_id, rtc, now));
         peer.keys = Some(keys);
         peer.dc_signaling = opts.dc_signaling;
         peer.av1 = opts.av1;
@@ -376,6 +379,7 @@ impl Sfu {
         self.dirty.insert(sid.clone(), true);
         self.peers
             .get_mut(&sid)
+            .map(|p| &mut **p)
             .ok_or_else(|| SfuError::UnknownSession(session_id.to_string()))
     }
 

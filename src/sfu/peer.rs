@@ -259,17 +259,21 @@ impl Peer {
     /// One voice packet of `source` to this subscriber on our mid `local`, sealed
     /// here when this mid's audio is (decided at its first packet).
     pub fn seal_voice(&mut self, local: Mid, source: &Sid, data: &MediaData) -> Sealed {
-        if !self.audio_paths.contains_key(&local) {
-            let path = match self.open_egress(local, source, data) {
-                Opening::Sealed(e) => AudioPath::Sealed(e),
-                Opening::Str0m => AudioPath::Str0m,
-                // Until the mid is negotiated str0m could not send it either.
-                Opening::NotYet => return Sealed::Nothing,
-            };
-            self.audio_paths.insert(local, path);
-        }
-        let Some(AudioPath::Sealed(egress)) = self.audio_paths.get_mut(&local) else {
-            return Sealed::Str0m;
+        let egress = match self.audio_paths.get_mut(&local) {
+            Some(AudioPath::Sealed(e)) => e,
+            Some(AudioPath::Str0m) => return Sealed::Str0m,
+            None => {
+                let path = match self.open_egress(local, source, data) {
+                    Opening::Sealed(e) => AudioPath::Sealed(e),
+                    Opening::Str0m => AudioPath::Str0m,
+                    // Until the mid is negotiated str0m could not send it either.
+                    Opening::NotYet => return Sealed::Nothing,
+                };
+                match self.audio_paths.entry(local).or_insert(path) {
+                    AudioPath::Sealed(e) => e,
+                    AudioPath::Str0m => return Sealed::Str0m,
+                }
+            }
         };
         let (Some(sealer), Some((proto, source_addr, destination))) = (&self.sealer, self.path)
         else {
