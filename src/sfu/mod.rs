@@ -911,14 +911,13 @@ impl Sfu {
                 .flatten();
             let audio = track.is_audio();
             // Voice (and whatever a mid once sealed carries) is sealed here, with no
-            // str0m work for this subscriber at all. Screen audio otherwise stays
-            // with str0m, whose sender reports keep it in sync with the screen.
-            let sealed =
-                if audio && (track == TrackType::Voice || p.audio_paths.contains_key(&local)) {
-                    p.seal_voice(local, src, &data)
-                } else {
-                    peer::Sealed::Str0m
-                };
+            // str0m work for this subscriber at all. Screen audio on a mid of its own
+            // stays with str0m, whose sender reports keep it in sync with the screen.
+            let sealed = if audio {
+                p.seal_audio(local, src, &data, track == TrackType::Voice)
+            } else {
+                peer::Sealed::Str0m
+            };
             let written = match sealed {
                 peer::Sealed::Datagram(d) => {
                     out.push(d);

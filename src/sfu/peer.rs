@@ -256,12 +256,25 @@ impl Peer {
         }
     }
 
-    /// One voice packet of `source` to this subscriber on our mid `local`, sealed
-    /// here when this mid's audio is (decided at its first packet).
-    pub fn seal_voice(&mut self, local: Mid, source: &Sid, data: &MediaData) -> Sealed {
+    /// One audio packet of `source` to this subscriber on our mid `local`: sealed
+    /// here if this mid's audio is, else to be written to str0m. Decided at the
+    /// mid's first packet for good: voice is sealed when it can be, other audio (a
+    /// screen's) never on a mid of its own.
+    pub fn seal_audio(
+        &mut self,
+        local: Mid,
+        source: &Sid,
+        data: &MediaData,
+        voice: bool,
+    ) -> Sealed {
         let egress = match self.audio_paths.get_mut(&local) {
             Some(AudioPath::Sealed(e)) => e,
             Some(AudioPath::Str0m) => return Sealed::Str0m,
+            None if !voice => {
+                // Recorded, so that a recycled mid never goes from str0m to sealed.
+                self.audio_paths.insert(local, AudioPath::Str0m);
+                return Sealed::Str0m;
+            }
             None => {
                 let path = match self.open_egress(local, source, data) {
                     Opening::Sealed(e) => AudioPath::Sealed(e),
@@ -676,5 +689,64 @@ impl Peer {
                 _ => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use str0m::format::{CodecExtra, CodecSpec, FormatParams, PayloadParams};
+    use str0m::media::{Frequency, MediaData, MediaTime, Mid};
+    use str0m::rtp::{ExtensionValues, SeqNo};
+    use str0m::Rtc;
+
+    use super::{AudioPath, Peer, Sealed};
+    use crate::sfu::Sid;
+
+    fn opus_frame(mid: Mid) -> MediaData {
+        let spec = CodecSpec {
+            codec: str0m::format::Codec::Opus,
+            clock_rate: Frequency::FORTY_EIGHT_KHZ,
+            channels: Some(2),
+            format: FormatParams::default(),
+        };
+        MediaData {
+            mid,
+            pt: 111.into(),
+            rid: None,
+            params: PayloadParams::new(111.into(), None, spec),
+            time: MediaTime::new(960, Frequency::FORTY_EIGHT_KHZ),
+            network_time: Instant::now(),
+            seq_range: SeqNo::from(1)..=SeqNo::from(1),
+            contiguous: true,
+            data: Arc::from(&b"opus"[..]),
+            ext_vals: ExtensionValues::default(),
+            codec_extra: CodecExtra::None,
+            last_sender_info: None,
+            audio_start_of_talk_spurt: false,
+        }
+    }
+
+    /// A mid whose audio went to str0m (a screen's) stays with str0m when it later
+    /// carries voice: str0m has used its SSRC, and a sealed packet could repeat one
+    /// of str0m's (SSRC, index) nonces.
+    #[test]
+    fn a_mid_once_written_to_str0m_is_never_sealed() {
+        let now = Instant::now();
+        let mut p = Peer::new("default", "call", Rtc::new(now), now);
+        let mid = Mid::from("a1");
+        let src: Sid = Arc::from("sess-x");
+        let frame = opus_frame(mid);
+        assert!(matches!(
+            p.seal_audio(mid, &src, &frame, false),
+            Sealed::Str0m
+        ));
+        assert!(matches!(p.audio_paths.get(&mid), Some(AudioPath::Str0m)));
+        assert!(matches!(
+            p.seal_audio(mid, &src, &frame, true),
+            Sealed::Str0m
+        ));
     }
 }
