@@ -161,6 +161,34 @@ fn derive(master: &[u8], master_salt: &[u8], label: u8, out: &mut [u8]) {
     }
 }
 
+/// The `mid` header extension: id and value (at most 16 bytes, RFC 8285 one-byte form).
+#[derive(Debug)]
+struct MidExt {
+    id: u8,
+    len: u8,
+    value: [u8; 16],
+}
+
+impl MidExt {
+    fn new(id: u8, mid: &str) -> Option<MidExt> {
+        let b = mid.as_bytes();
+        if !(1..=14).contains(&id) || !(1..=16).contains(&b.len()) {
+            return None;
+        }
+        let mut value = [0u8; 16];
+        value[..b.len()].copy_from_slice(b);
+        Some(MidExt {
+            id,
+            len: b.len() as u8,
+            value,
+        })
+    }
+
+    fn value(&self) -> &[u8] {
+        &self.value[..usize::from(self.len)]
+    }
+}
+
 /// The voice one of our mids carries to one subscriber, sealed here.
 #[derive(Debug)]
 pub(super) struct AudioEgress {
@@ -170,8 +198,9 @@ pub(super) struct AudioEgress {
     source: Sid,
     src_pt: u8,
     pt: u8,
-    /// RFC 8285 one-byte header extensions the subscriber negotiated: (id, mid).
-    mid: Option<(u8, Vec<u8>)>,
+    /// RFC 8285 one-byte header extensions the subscriber negotiated: the mid's
+    /// (inline, not on the heap: every packet to every subscriber reads it).
+    mid: Option<MidExt>,
     audio_level: Option<u8>,
     /// The last packet index (ROC << 16 | SEQ) sent, and the publisher's it came from.
     last_out: u64,
@@ -192,9 +221,7 @@ impl AudioEgress {
             source: source.clone(),
             src_pt,
             pt,
-            mid: mid
-                .filter(|(id, m)| (1..=14).contains(id) && (1..=16).contains(&m.len()))
-                .map(|(id, m)| (id, m.as_bytes().to_vec())),
+            mid: mid.and_then(|(id, m)| MidExt::new(id, m)),
             audio_level: audio_level.filter(|id| (1..=14).contains(id)),
             last_out: first_index(),
             last_in: None,
@@ -235,7 +262,8 @@ impl AudioEgress {
         let ext_len = match (&self.mid, level) {
             (None, None) => 0,
             (mid, level) => {
-                let body = mid.as_ref().map_or(0, |(_, m)| 1 + m.len()) + level.map_or(0, |_| 2);
+                let body =
+                    mid.as_ref().map_or(0, |m| 1 + usize::from(m.len)) + level.map_or(0, |_| 2);
                 4 + body.div_ceil(4) * 4
             }
         };
@@ -255,9 +283,9 @@ impl AudioEgress {
         if ext_len > 0 {
             p.extend_from_slice(&[0xbe, 0xde]);
             p.extend_from_slice(&(((ext_len - 4) / 4) as u16).to_be_bytes());
-            if let Some((id, mid)) = &self.mid {
-                p.push(id << 4 | (mid.len() as u8 - 1));
-                p.extend_from_slice(mid);
+            if let Some(mid) = &self.mid {
+                p.push(mid.id << 4 | (mid.len - 1));
+                p.extend_from_slice(mid.value());
             }
             if let Some((dbov, id)) = level {
                 // RFC 6464: the V bit, then the level in -dBov (0..=127).
@@ -334,6 +362,46 @@ mod tests {
              0cce",
         );
         assert_eq!(p, want);
+    }
+
+    /// The packet a subscriber gets: header, the two one-byte extensions padded to
+    /// a word, the sealed payload; indexes that follow the publisher's with its gaps,
+    /// and nothing for a packet older than one sent.
+    #[test]
+    fn packets_carry_the_negotiated_extensions_and_indexes_only_go_up() {
+        let material: Vec<u8> = (0..56u8).collect();
+        let sealer =
+            Sealer::from_material(SrtpProfile::AEAD_AES_128_GCM, &material, false).expect("sealer");
+        let src: Sid = std::sync::Arc::from("sess-a");
+        let mid = str0m::media::Mid::from("3");
+        let mut e = AudioEgress::new(0x0102_0304, Some((4, "3")), Some(1), &src, 111, 109);
+        let frame = |seq| crate::sfu::sim::opus_frame(mid, seq, Some(-30));
+        let p = e.packet(&frame(7), &sealer).expect("first packet");
+        let first = u16::from_be_bytes([p[2], p[3]]);
+        assert_eq!(p[0], 0x90, "version 2 with extensions");
+        assert_eq!(p[1], 109, "the subscriber's payload type, no marker");
+        assert_eq!(
+            &p[4..8],
+            &(7u32 * 960).to_be_bytes(),
+            "the publisher's RTP time"
+        );
+        assert_eq!(&p[8..12], &[1, 2, 3, 4]);
+        // 0xBEDE, one word: mid (id 4, one byte "3"), level (id 1, voice, 30 dBov).
+        assert_eq!(&p[12..20], &[0xbe, 0xde, 0, 1, 0x40, b'3', 0x10, 0x80 | 30]);
+        assert_eq!(p.len(), 20 + 4 + TAG_LEN, "payload sealed with its tag");
+        assert_ne!(&p[20..24], b"opus");
+
+        // A gap of two is kept; a repeat or an older packet is not sent.
+        let p = e.packet(&frame(10), &sealer).expect("after a gap");
+        assert_eq!(u16::from_be_bytes([p[2], p[3]]), first.wrapping_add(3));
+        assert!(e.packet(&frame(10), &sealer).is_none());
+        assert!(e.packet(&frame(9), &sealer).is_none());
+        // A publisher that restarts (a jump back, or far ahead) continues by one.
+        e.carry(&src, 111, 109, 0x0102_0304);
+        let p = e.packet(&frame(2), &sealer).expect("after carry");
+        assert_eq!(u16::from_be_bytes([p[2], p[3]]), first.wrapping_add(4));
+        let p = e.packet(&frame(50_000), &sealer).expect("far ahead");
+        assert_eq!(u16::from_be_bytes([p[2], p[3]]), first.wrapping_add(5));
     }
 
     #[test]

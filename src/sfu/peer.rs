@@ -697,37 +697,12 @@ mod tests {
     use std::sync::Arc;
     use std::time::Instant;
 
-    use str0m::format::{CodecExtra, CodecSpec, FormatParams, PayloadParams};
-    use str0m::media::{Frequency, MediaData, MediaTime, Mid};
-    use str0m::rtp::{ExtensionValues, SeqNo};
+    use str0m::media::Mid;
     use str0m::Rtc;
 
     use super::{AudioPath, Peer, Sealed};
+    use crate::sfu::sim::opus_frame;
     use crate::sfu::Sid;
-
-    fn opus_frame(mid: Mid) -> MediaData {
-        let spec = CodecSpec {
-            codec: str0m::format::Codec::Opus,
-            clock_rate: Frequency::FORTY_EIGHT_KHZ,
-            channels: Some(2),
-            format: FormatParams::default(),
-        };
-        MediaData {
-            mid,
-            pt: 111.into(),
-            rid: None,
-            params: PayloadParams::new(111.into(), None, spec),
-            time: MediaTime::new(960, Frequency::FORTY_EIGHT_KHZ),
-            network_time: Instant::now(),
-            seq_range: SeqNo::from(1)..=SeqNo::from(1),
-            contiguous: true,
-            data: Arc::from(&b"opus"[..]),
-            ext_vals: ExtensionValues::default(),
-            codec_extra: CodecExtra::None,
-            last_sender_info: None,
-            audio_start_of_talk_spurt: false,
-        }
-    }
 
     /// A mid whose audio went to str0m (a screen's) stays with str0m when it later
     /// carries voice: str0m has used its SSRC, and a sealed packet could repeat one
@@ -738,7 +713,7 @@ mod tests {
         let mut p = Peer::new("default", "call", Rtc::new(now), now);
         let mid = Mid::from("a1");
         let src: Sid = Arc::from("sess-x");
-        let frame = opus_frame(mid);
+        let frame = opus_frame(mid, 1, None);
         assert!(matches!(
             p.seal_audio(mid, &src, &frame, false),
             Sealed::Str0m

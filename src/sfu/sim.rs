@@ -13,6 +13,39 @@ use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
 
 use super::{Output, Sfu, SfuConfig};
 
+/// A publisher's 20 ms Opus frame as str0m hands it over (payload type 111), for
+/// tests below the network: RTP sequence number `seq`, payload "opus", and an audio
+/// level (-dBov) if given.
+pub fn opus_frame(mid: Mid, seq: u64, level: Option<i8>) -> str0m::media::MediaData {
+    use str0m::format::{Codec, CodecExtra, CodecSpec, FormatParams, PayloadParams};
+    let spec = CodecSpec {
+        codec: Codec::Opus,
+        clock_rate: Frequency::FORTY_EIGHT_KHZ,
+        channels: Some(2),
+        format: FormatParams::default(),
+    };
+    let ext_vals = str0m::rtp::ExtensionValues {
+        audio_level: level,
+        voice_activity: level.map(|_| true),
+        ..Default::default()
+    };
+    str0m::media::MediaData {
+        mid,
+        pt: 111.into(),
+        rid: None,
+        params: PayloadParams::new(111.into(), None, spec),
+        time: MediaTime::new(seq * 960, Frequency::FORTY_EIGHT_KHZ),
+        network_time: Instant::now(),
+        seq_range: seq.into()..=seq.into(),
+        contiguous: true,
+        data: std::sync::Arc::from(&b"opus"[..]),
+        ext_vals,
+        codec_extra: CodecExtra::None,
+        last_sender_info: None,
+        audio_start_of_talk_spurt: false,
+    }
+}
+
 pub const SFU_ADDR: &str = "10.0.0.1:8443";
 
 pub struct Client {
