@@ -161,6 +161,11 @@ fn derive(master: &[u8], master_salt: &[u8], label: u8, out: &mut [u8]) {
     }
 }
 
+/// An id the RFC 8285 one-byte header form can carry (15 is reserved).
+fn one_byte_id(id: u8) -> bool {
+    (1..=14).contains(&id)
+}
+
 /// The `mid` header extension: id and value (at most 16 bytes, RFC 8285 one-byte form).
 #[derive(Debug)]
 struct MidExt {
@@ -172,7 +177,7 @@ struct MidExt {
 impl MidExt {
     fn new(id: u8, mid: &str) -> Option<MidExt> {
         let b = mid.as_bytes();
-        if !(1..=14).contains(&id) || !(1..=16).contains(&b.len()) {
+        if !one_byte_id(id) || !(1..=16).contains(&b.len()) {
             return None;
         }
         let mut value = [0u8; 16];
@@ -222,7 +227,7 @@ impl AudioEgress {
             src_pt,
             pt,
             mid: mid.and_then(|(id, m)| MidExt::new(id, m)),
-            audio_level: audio_level.filter(|id| (1..=14).contains(id)),
+            audio_level: audio_level.filter(|id| one_byte_id(*id)),
             last_out: first_index(),
             last_in: None,
         }

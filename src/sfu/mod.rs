@@ -271,7 +271,7 @@ impl Sfu {
         if self.peers.contains_key(session_id) {
             return Err(SfuError::DuplicateSession(session_id.to_string()));
         }
-        let (rtc, keys) = crypto::capturing_keys(|| {
+        let (mut rtc, keys) = crypto::capturing_keys(|| {
             Rtc::builder()
                 // The SFU only answers connectivity checks: clients do the ICE work.
                 .set_ice_lite(true)
@@ -285,7 +285,6 @@ impl Sfu {
                 .set_crypto_provider(crypto::provider())
                 .build(now)
         });
-        let mut rtc = rtc;
         for (addr, proto) in &self.config.host_candidates {
             let c = match proto {
                 Protocol::Udp => Candidate::host(*addr, "udp"),

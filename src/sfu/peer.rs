@@ -63,12 +63,28 @@ fn on_selected_pair(datagram: &[u8]) -> bool {
     datagram.first().is_some_and(|b| *b > 3)
 }
 
+/// Our SSRC and payload type for `data`'s codec on mid `local`, once negotiated.
+fn negotiated(rtc: &mut Rtc, local: Mid, data: &MediaData) -> Option<(u32, u8)> {
+    let ssrc = *rtc.direct_api().stream_tx_by_mid(local, None)?.ssrc();
+    let pt = *rtc.writer(local)?.match_params(data.params)?;
+    Some((ssrc, pt))
+}
+
 /// How one of our send-only audio mids leaves, fixed at its first packet for the
 /// life of the peer connection (see `egress`: the two must never share an SSRC).
 pub(super) enum AudioPath {
     Str0m,
     /// Sealed by the core. The egress stays with the mid if str0m recycles it.
     Sealed(AudioEgress),
+}
+
+/// This session's SRTP sealer.
+enum Sealing {
+    /// Not made yet (the DTLS keys may not be in).
+    Pending,
+    Ready(Sealer),
+    /// The profile is not AEAD: all audio goes through str0m.
+    Unavailable,
 }
 
 /// Whether a mid's audio can be sealed here.
@@ -191,9 +207,7 @@ pub(super) struct Peer {
     /// Where this session's DTLS keys arrive (absent for an `Rtc` made elsewhere).
     pub keys: Option<Arc<KeySlot>>,
     /// Our SRTP sealer, made from `keys` at the first sealed packet.
-    sealer: Option<Sealer>,
-    /// The sealer cannot be made (the profile is not AEAD): all audio via str0m.
-    no_sealer: bool,
+    sealing: Sealing,
     /// (protocol, our address, theirs) of the selected candidate pair, as str0m's
     /// last DTLS/SRTP datagram went.
     path: Option<(Protocol, SocketAddr, SocketAddr)>,
@@ -249,8 +263,7 @@ impl Peer {
             reports: Vec::new(),
             rtp: RtpCounts::default(),
             keys: None,
-            sealer: None,
-            no_sealer: false,
+            sealing: Sealing::Pending,
             path: None,
             audio_paths: FastMap::default(),
         }
@@ -288,29 +301,18 @@ impl Peer {
                 }
             }
         };
-        let (Some(sealer), Some((proto, source_addr, destination))) = (&self.sealer, self.path)
+        let (Sealing::Ready(sealer), Some((proto, source_addr, destination))) =
+            (&self.sealing, self.path)
         else {
             return Sealed::Nothing;
         };
         if !egress.carries(source, *data.pt) {
             // The mid was recycled for another track, or the publisher's payload
             // type changed: the subscriber's payload type may differ.
-            let Some(pt) = self
-                .rtc
-                .writer(local)
-                .and_then(|w| w.match_params(data.params))
-            else {
+            let Some((ssrc, pt)) = negotiated(&mut self.rtc, local, data) else {
                 return Sealed::Nothing;
             };
-            let Some(ssrc) = self
-                .rtc
-                .direct_api()
-                .stream_tx_by_mid(local, None)
-                .map(|s| s.ssrc())
-            else {
-                return Sealed::Nothing;
-            };
-            egress.carry(source, *data.pt, *pt, *ssrc);
+            egress.carry(source, *data.pt, pt, ssrc);
         }
         match egress.packet(data, sealer) {
             Some(contents) => Sealed::Datagram(Output::Transmit {
@@ -327,39 +329,28 @@ impl Peer {
     /// (with an AEAD profile, else never), the selected pair is known and the mid is
     /// negotiated (packets come from the moment our offer goes out).
     fn open_egress(&mut self, local: Mid, source: &Sid, data: &MediaData) -> Opening {
-        if self.no_sealer {
-            return Opening::Str0m;
-        }
-        if self.sealer.is_none() {
-            let Some(keys) = self.keys.as_deref() else {
-                return Opening::Str0m;
-            };
-            match Sealer::from_slot(keys) {
-                Ok(s) => self.sealer = Some(s),
-                Err(EgressError::NoKeys) => return Opening::NotYet,
-                Err(e) => {
-                    self.no_sealer = true;
-                    tracing::debug!(error = %e, "voice to this session goes through str0m");
+        match &self.sealing {
+            Sealing::Unavailable => return Opening::Str0m,
+            Sealing::Ready(_) => {}
+            Sealing::Pending => {
+                let Some(keys) = self.keys.as_deref() else {
                     return Opening::Str0m;
+                };
+                match Sealer::from_slot(keys) {
+                    Ok(s) => self.sealing = Sealing::Ready(s),
+                    Err(EgressError::NoKeys) => return Opening::NotYet,
+                    Err(e) => {
+                        self.sealing = Sealing::Unavailable;
+                        tracing::debug!(error = %e, "voice to this session goes through str0m");
+                        return Opening::Str0m;
+                    }
                 }
             }
         }
         if self.path.is_none() {
             return Opening::NotYet;
         }
-        let Some(ssrc) = self
-            .rtc
-            .direct_api()
-            .stream_tx_by_mid(local, None)
-            .map(|s| *s.ssrc())
-        else {
-            return Opening::NotYet;
-        };
-        let Some(pt) = self
-            .rtc
-            .writer(local)
-            .and_then(|w| w.match_params(data.params))
-        else {
+        let Some((ssrc, pt)) = negotiated(&mut self.rtc, local, data) else {
             return Opening::NotYet;
         };
         let Some(media) = self.rtc.media(local) else {
@@ -368,7 +359,7 @@ impl Peer {
         let exts = media.remote_extmap();
         let mid = exts.id_of(Extension::RtpMid).map(|id| (id, &*local));
         let level = exts.id_of(Extension::AudioLevel);
-        Opening::Sealed(AudioEgress::new(ssrc, mid, level, source, *data.pt, *pt))
+        Opening::Sealed(AudioEgress::new(ssrc, mid, level, source, *data.pt, pt))
     }
 
     /// Reports what changed since the last drain to the metrics observer.
