@@ -90,6 +90,10 @@ const HOUSEKEEPING: Duration = Duration::from_millis(50);
 /// 500 statistics timers a second). A timer that comes due while its session has
 /// traffic is handled with that traffic.
 const TIMER_GRID: Duration = Duration::from_millis(25);
+/// With no media received for this long the core is quiet: what still comes in is
+/// consent checks, reports and data channel messages, none of which needs an answer
+/// within a timer grid step (see `Sfu::quiet_tick`).
+const QUIET_AFTER: Duration = Duration::from_secs(1);
 /// One forwarded write in this many is timed for the write-time histogram.
 const WRITE_SAMPLE: u32 = 64;
 
@@ -219,6 +223,8 @@ pub struct Sfu {
     next_housekeeping: Option<Instant>,
     next_flush: Option<Instant>,
     writes: u32,
+    /// When an RTP packet last came in from a publisher (see `quiet_tick`).
+    last_media: Option<Instant>,
 }
 
 impl Sfu {
@@ -242,6 +248,7 @@ impl Sfu {
             next_housekeeping: None,
             next_flush: None,
             writes: 0,
+            last_media: None,
         }
     }
 
@@ -597,6 +604,7 @@ impl Sfu {
         destination: SocketAddr,
         contents: &[u8],
     ) -> bool {
+        let media = peer::is_rtp(contents);
         let Ok(contents) = contents.try_into() else {
             return false;
         };
@@ -633,7 +641,24 @@ impl Sfu {
         }
         self.routes.insert(source, sid.clone());
         self.dirty.insert(sid, true);
+        if media {
+            self.last_media = Some(now);
+        }
         true
+    }
+
+    /// While no media comes in, the next point of the timer grid: the shell may then
+    /// read the socket at grid points only instead of waking for every datagram, so
+    /// that the consent checks of hundreds of idle participants (one each every 2.5
+    /// to 5 s) share wake-ups with each other and with the grid's timers. None while
+    /// media flows (every datagram is handled as it comes) and before the grid
+    /// exists.
+    pub fn quiet_tick(&self, now: Instant) -> Option<Instant> {
+        let epoch = self.epoch?;
+        if self.last_media.is_some_and(|t| now < t + QUIET_AFTER) {
+            return None;
+        }
+        Some(on_grid(now + Duration::from_nanos(1), epoch))
     }
 
     /// Drives the sessions up to `now`: those with input or a due timer, plus a walk

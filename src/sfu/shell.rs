@@ -7,6 +7,11 @@
 //! datagram is handled by the same thread, without waking another one. Datagrams are
 //! read in batches (one core poll per batch) and a poll's output is sent with
 //! sendmmsg, up to `BATCH` datagrams per system call.
+//!
+//! While no media flows (`Sfu::quiet_tick`) the socket leaves the runtime's epoll set
+//! and is read at the core's timer grid points only: idle participants' consent
+//! checks then cost a share of one wake-up each grid step rather than a wake-up each.
+//! The first media packet read puts the socket back.
 
 use std::collections::HashMap;
 use std::io::IoSlice;
@@ -27,6 +32,9 @@ use super::{Output, Sfu, SfuConfig, SfuError};
 
 /// Socket buffers: the default 208 KiB drops packets with many subscribers per loop.
 const SOCKET_BUFFER: usize = 4 << 20;
+/// How often a socket that could not be registered again is read while media flows.
+const PARKED_READ_EVERY: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Datagrams read before the core is polled, and sent per sendmmsg call.
 const BATCH: usize = 64;
 
@@ -179,7 +187,7 @@ impl RtcServer {
                         }
                     };
                     let io = Io {
-                        udp,
+                        udp: Some(Udp::Live(udp)),
                         udp_advertised: advertised,
                         tcp_advertised,
                         tcp_events: tcp_rx,
@@ -224,7 +232,8 @@ struct Conn {
 }
 
 struct Io {
-    udp: UdpSocket,
+    /// Always Some but while moving between the two states.
+    udp: Option<Udp>,
     udp_advertised: SocketAddr,
     tcp_advertised: Option<SocketAddr>,
     tcp_events: mpsc::UnboundedReceiver<TcpEvent>,
@@ -311,19 +320,24 @@ impl Io {
     async fn flush_udp(&mut self) {
         let mut sent = 0;
         while sent < self.udp_queue.len() {
+            let Some(fd) = self.udp.as_ref().map(Udp::fd) else {
+                break;
+            };
             let chunk = &self.udp_queue[sent..(sent + BATCH).min(self.udp_queue.len())];
-            let fd = self.udp.as_raw_fd();
-            match self
-                .udp
-                .try_io(Interest::WRITABLE, || send_batch(fd, chunk))
-            {
-                Ok(n) => sent += n,
+            let r = match send_batch(fd, chunk) {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if let Err(e) = self.udp.writable().await {
-                        tracing::warn!(error = %e, "udp socket failed");
-                        break;
+                    match send_when_writable(&mut self.udp, chunk).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "udp socket failed");
+                            break;
+                        }
                     }
                 }
+                r => r,
+            };
+            match r {
+                Ok(n) => sent += n,
                 Err(e) => {
                     // The first datagram of the chunk was refused (e.g. unreachable
                     // destination): skip it, send the rest.
@@ -333,6 +347,99 @@ impl Io {
             }
         }
         self.udp_queue.clear();
+    }
+
+    /// Reads what is queued on the socket into the core, at most `limit` datagrams;
+    /// true when the socket was emptied (else more is waiting).
+    fn read_udp(&mut self, sfu: &mut Sfu, buf: &mut [u8], limit: usize) -> bool {
+        for _ in 0..limit {
+            let r = match &self.udp {
+                // Clears the runtime's readiness on WouldBlock: the next wait is for
+                // a datagram that comes after this read.
+                Some(Udp::Live(u)) => u.try_recv_from(buf),
+                Some(Udp::Parked(u)) => u.recv_from(buf),
+                None => return true,
+            };
+            match r {
+                Ok((n, src)) => self.on_datagram(sfu, src, &buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // ICMP errors of earlier sends surface here (ECONNREFUSED): not fatal.
+                Err(e) => tracing::debug!(error = %e, "udp receive failed"),
+            }
+        }
+        false
+    }
+
+    /// Registers the socket with the runtime while media flows, parks it while quiet.
+    fn set_quiet(&mut self, quiet: bool) {
+        self.udp = match (self.udp.take(), quiet) {
+            (Some(Udp::Live(u)), true) => match u.into_std() {
+                Ok(p) => Some(Udp::Parked(p)),
+                // into_std only fails on a socket tokio can no longer deregister.
+                Err(e) => {
+                    tracing::error!(error = %e, "udp socket lost, media is down");
+                    None
+                }
+            },
+            (Some(Udp::Parked(p)), false) => Some(register(p)),
+            (u, _) => u,
+        };
+    }
+}
+
+/// Back under the runtime's readiness (as a duplicate descriptor, so that a failed
+/// registration keeps the socket); one that cannot be is kept parked: it is then read
+/// at every wake-up of the loop (slower, not down).
+fn register(p: std::net::UdpSocket) -> Udp {
+    match p.try_clone().and_then(UdpSocket::from_std) {
+        Ok(u) => Udp::Live(u),
+        Err(e) => {
+            tracing::warn!(error = %e, "udp socket registration failed");
+            Udp::Parked(p)
+        }
+    }
+}
+
+/// The RTC socket, non-blocking in both states: `Live` under the runtime's readiness
+/// while media flows, `Parked` outside it while the core is quiet (read at the core's
+/// grid points, see the module comment).
+enum Udp {
+    Live(UdpSocket),
+    Parked(std::net::UdpSocket),
+}
+
+impl Udp {
+    /// Changes with each registration (the socket is registered as a duplicate).
+    fn fd(&self) -> RawFd {
+        match self {
+            Udp::Live(u) => u.as_raw_fd(),
+            Udp::Parked(p) => p.as_raw_fd(),
+        }
+    }
+}
+
+/// Sends `chunk` once the socket has room. Waiting needs the runtime's readiness, so
+/// a parked socket is registered again (and parked after the next poll if still
+/// quiet). The outer error: the wait itself failed.
+async fn send_when_writable(
+    udp: &mut Option<Udp>,
+    chunk: &[(SocketAddr, Vec<u8>)],
+) -> std::io::Result<std::io::Result<usize>> {
+    if let Some(Udp::Parked(p)) = udp.take() {
+        *udp = Some(register(p));
+    }
+    let Some(Udp::Live(u)) = udp else {
+        return Err(std::io::Error::other("udp socket not registered"));
+    };
+    let fd = u.as_raw_fd();
+    loop {
+        u.writable().await?;
+        // Still full: the readiness is cleared and the next wait is for a new edge.
+        match u.try_io(Interest::WRITABLE, || send_batch(fd, chunk)) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            r => return Ok(r),
+        }
     }
 }
 
@@ -373,34 +480,48 @@ async fn run(
     // One timer, moved when the core's deadline moves, rather than a new one per turn.
     let wake = tokio::time::sleep_until(Instant::now().into());
     tokio::pin!(wake);
+    // Datagrams were left on the socket by the last read (it stops at `BATCH`).
+    let mut more = false;
     loop {
+        let readable = async {
+            match &io.udp {
+                Some(Udp::Live(u)) if !more => u.readable().await,
+                // Quiet (read at the core's grid points, when `wake` fires) or more
+                // to read (`wake` is due now).
+                _ => std::future::pending().await,
+            }
+        };
         tokio::select! {
             cmd = rx.recv() => {
                 let Some(cmd) = cmd else { break };
                 apply(&mut sfu, cmd);
             }
-            r = io.udp.recv_from(&mut buf) => match r {
-                Ok((n, src)) => {
-                    io.on_datagram(&mut sfu, src, &buf[..n]);
-                    // What else is waiting goes into the same poll.
-                    for _ in 1..BATCH {
-                        match io.udp.try_recv_from(&mut buf) {
-                            Ok((n, src)) => io.on_datagram(&mut sfu, src, &buf[..n]),
-                            Err(_) => break,
-                        }
-                    }
+            r = readable => {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "udp receive failed");
                 }
-                Err(e) => tracing::warn!(error = %e, "udp receive failed"),
-            },
+            }
             Some(ev) = io.tcp_events.recv() => io.on_tcp(&mut sfu, ev),
             () = &mut wake => {}
         }
+        // Whatever woke the loop, what waits on the socket goes into this poll (one
+        // failed read when nothing does).
+        more = !io.read_udp(&mut sfu, &mut buf, BATCH);
         let now = Instant::now();
         if now >= next_reap {
             io.reap(now);
             next_reap = now + std::time::Duration::from_secs(1);
         }
-        let next = tokio::time::Instant::from_std(sfu.poll(now, &mut out).min(next_reap));
+        let mut next = sfu.poll(now, &mut out).min(next_reap);
+        let quiet = sfu.quiet_tick(now);
+        io.set_quiet(quiet.is_some());
+        if let Some(Udp::Parked(_)) = io.udp {
+            next = next.min(quiet.unwrap_or(now + PARKED_READ_EVERY));
+        }
+        if more {
+            next = now;
+        }
+        let next = tokio::time::Instant::from_std(next);
         if wake.is_elapsed() || wake.deadline() != next {
             wake.as_mut().reset(next);
         }

@@ -569,3 +569,38 @@ fn voice_activity_comes_and_goes_and_quiet_sessions_are_left_alone() {
     );
     assert_eq!(net.sfu.watched_count(), 0, "quiet again");
 }
+
+#[test]
+fn the_core_is_quiet_while_no_media_flows_and_ticks_on_its_grid() {
+    let mut net = Net::new();
+    let a = net.join("call-1", "sess-a", "1.1.1.1:1000", true);
+    net.join("call-1", "sess-b", "2.2.2.2:2000", false);
+    net.run(Duration::from_secs(2));
+    assert!(net.clients.iter().all(|c| c.rtc.is_connected()));
+
+    // Connected, nobody talking: the shell may read at grid points, the next one
+    // strictly ahead and at most a step away; every instant up to it names it.
+    let now = net.now;
+    let tick = net.sfu.quiet_tick(now).expect("quiet: no media yet");
+    assert!(
+        tick > now && tick <= now + super::TIMER_GRID,
+        "{now:?} {tick:?}"
+    );
+    assert_eq!(
+        net.sfu.quiet_tick(tick - Duration::from_nanos(1)),
+        Some(tick)
+    );
+    assert!(net.sfu.quiet_tick(tick).is_some_and(|t| t > tick));
+
+    net.sfu.set_muted("sess-a", false).unwrap();
+    let mut counter = 0;
+    net.talk(a, Duration::from_millis(200), &mut counter);
+    assert_eq!(net.sfu.quiet_tick(net.now), None, "media flows");
+
+    // Receiver reports, consent checks and the rest keep coming, but no media: quiet
+    // again once the last packet is `QUIET_AFTER` old.
+    net.run(super::QUIET_AFTER - Duration::from_millis(100));
+    assert_eq!(net.sfu.quiet_tick(net.now), None);
+    net.run(Duration::from_millis(200));
+    assert!(net.sfu.quiet_tick(net.now).is_some());
+}
