@@ -640,9 +640,15 @@ impl Sfu {
             self.observer.error(&peer.group, "ice");
         }
         self.routes.insert(source, sid.clone());
-        self.dirty.insert(sid, true);
         if media {
             self.last_media = Some(now);
+        }
+        if media && peer.audio_only_publisher() {
+            // Audio in alone does not stir the session (see `Peer::drain`).
+            peer.audio_in += 1;
+            self.dirty.entry(sid).or_insert(false);
+        } else {
+            self.dirty.insert(sid, true);
         }
         true
     }

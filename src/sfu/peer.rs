@@ -127,6 +127,22 @@ impl Inbound {
     }
 }
 
+/// What a quick drain still waits for (`Peer::drain`).
+#[derive(Clone, Copy)]
+struct Quick {
+    /// RTP datagrams of written audio frames.
+    rtp_out: u32,
+    /// Frames of received audio packets.
+    frames_in: u32,
+    full_drain_at: Instant,
+}
+
+impl Quick {
+    fn done(&self) -> bool {
+        self.rtp_out == 0 && self.frames_in == 0
+    }
+}
+
 /// A forwarded track waiting for a server offer.
 #[derive(Clone)]
 pub(super) struct QueuedTrack {
@@ -188,6 +204,9 @@ pub(super) struct Peer {
     pub written: bool,
     /// Audio frames written since the last drain (one RTP packet each).
     pub audio_writes: u32,
+    /// RTP packets received since the last drain while this peer publishes audio only
+    /// (each makes at most one `MediaData`, see `Peer::drain`).
+    pub audio_in: u32,
     /// When the last full drain ended, and whether its timeout is a deferred pacer one.
     full_drain_at: Option<Instant>,
     pacer_deferred: bool,
@@ -250,6 +269,7 @@ impl Peer {
             lazy: false,
             written: false,
             audio_writes: 0,
+            audio_in: 0,
             full_drain_at: None,
             pacer_deferred: false,
             scheduled: None,
@@ -557,17 +577,23 @@ impl Peer {
             // (set to now) that asks for it: each poll walks all of str0m's subsystems.
             self.handle_timeout(sid, now);
         }
-        // A drain for audio writes alone may stop once that many RTP packets went out
-        // instead of polling once more for str0m's next timeout (the dearest poll: it
-        // asks every subsystem). str0m puts events, ICE, DTLS and SCTP datagrams and
-        // RTCP before RTP, so anything else queued shows as a non-RTP datagram first,
-        // and the drain then runs to the end. A full drain still happens at least every
-        // FULL_DRAIN_EVERY.
+        // A drain for audio alone (frames written to this peer, packets received from
+        // it) may stop once that many RTP packets went out and that many frames came
+        // out, instead of polling once more for str0m's next timeout (the dearest
+        // poll: it asks every subsystem). str0m puts events before datagrams, and
+        // ICE, DTLS and SCTP datagrams and RTCP before RTP, so anything else queued
+        // shows as a non-RTP datagram first, and the drain then runs to the end; so
+        // does a received packet that makes no frame (reordered, duplicate). A full
+        // drain still happens at least every FULL_DRAIN_EVERY.
         let audio_writes = std::mem::take(&mut self.audio_writes);
-        // (RTP datagrams still to see, when the last full drain was).
+        let audio_in = std::mem::take(&mut self.audio_in);
         let mut quick = match self.full_drain_at {
-            Some(at) if !stirred && audio_writes > 0 && now < at + FULL_DRAIN_EVERY => {
-                Some((audio_writes, at))
+            Some(at) if !stirred && audio_writes + audio_in > 0 && now < at + FULL_DRAIN_EVERY => {
+                Some(Quick {
+                    rtp_out: audio_writes,
+                    frames_in: audio_in,
+                    full_drain_at: at,
+                })
             }
             _ => None,
         };
@@ -614,7 +640,10 @@ impl Peer {
                         self.path = Some((t.proto, t.source, t.destination));
                     }
                     quick = match quick {
-                        Some((n, at)) if is_rtp(&t.contents) => Some((n - 1, at)),
+                        Some(q) if q.rtp_out > 0 && is_rtp(&t.contents) => Some(Quick {
+                            rtp_out: q.rtp_out - 1,
+                            ..q
+                        }),
                         _ => None,
                     };
                     out.push(Output::Transmit {
@@ -624,14 +653,18 @@ impl Peer {
                         // The datagram str0m made is handed on, not copied.
                         contents: t.contents.into(),
                     });
-                    if let Some((0, full_drain_at)) = quick {
-                        self.after_quick_drain(now, full_drain_at);
+                    if let Some(q) = quick.filter(Quick::done) {
+                        self.after_quick_drain(now, q.full_drain_at);
                         return true;
                     }
                     continue;
                 }
                 RtcOutput::Event(e) => e,
             };
+            if let (Some(q), Event::MediaData(_)) = (&mut quick, &e) {
+                q.frames_in = q.frames_in.saturating_sub(1);
+            }
+            let frame = matches!(e, Event::MediaData(_));
             match e {
                 Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                     return false;
@@ -679,7 +712,18 @@ impl Peer {
                 Event::ChannelClose(id) if Some(id) == self.dc => self.dc = None,
                 _ => {}
             }
+            if let Some(q) = quick.filter(|q| frame && q.done()) {
+                self.after_quick_drain(now, q.full_drain_at);
+                return true;
+            }
         }
+    }
+
+    /// Whether a received RTP packet may be drained quickly (`Peer::drain`): the
+    /// peer publishes audio only (a video packet may complete no frame, or several,
+    /// and asks for retransmissions and keyframes).
+    pub fn audio_only_publisher(&self) -> bool {
+        self.inbound.values().all(|i| i.kind == MediaKind::Audio)
     }
 }
 

@@ -97,6 +97,8 @@ pub struct Net {
     pub hold_offers: HashSet<String>,
     held_offers: Vec<(String, String)>,
     rtp_seen: HashMap<SocketAddr, usize>,
+    /// RTCP datagrams delivered, by destination.
+    pub rtcp_to: HashMap<SocketAddr, usize>,
 }
 
 impl Default for Net {
@@ -125,6 +127,7 @@ impl Net {
             hold_offers: HashSet::new(),
             held_offers: Vec::new(),
             rtp_seen: HashMap::new(),
+            rtcp_to: HashMap::new(),
         }
     }
 
@@ -340,6 +343,9 @@ impl Net {
             return true;
         }
         if !super::peer::is_rtp(bytes) {
+            if (128..192).contains(&first) {
+                *self.rtcp_to.entry(dst).or_default() += 1;
+            }
             return false;
         }
         for addr in [src, dst] {

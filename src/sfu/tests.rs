@@ -604,3 +604,28 @@ fn the_core_is_quiet_while_no_media_flows_and_ticks_on_its_grid() {
     net.run(Duration::from_millis(200));
     assert!(net.sfu.quiet_tick(net.now).is_some());
 }
+
+/// Packets from a publisher of audio alone are drained quickly (no poll for str0m's
+/// next timeout after each): its reports and feedback must still go out.
+#[test]
+fn a_talking_publisher_still_gets_its_reports_and_feedback() {
+    let mut net = Net::new();
+    let a = net.join("call-1", "sess-a", "1.1.1.1:1000", true);
+    let b = net.join("call-1", "sess-b", "2.2.2.2:2000", false);
+    net.run(Duration::from_secs(2));
+    net.sfu.set_muted("sess-a", false).unwrap();
+    let mut counter = 0;
+    net.talk(a, Duration::from_secs(1), &mut counter);
+    let publisher = "1.1.1.1:1000".parse().unwrap();
+    let before = net.rtcp_to.get(&publisher).copied().unwrap_or(0);
+    let heard = net.clients[b].received_count;
+    net.talk(a, Duration::from_secs(3), &mut counter);
+    assert_eq!(
+        net.clients[b].received_count - heard,
+        150,
+        "every frame forwarded"
+    );
+    let rtcp = net.rtcp_to.get(&publisher).copied().unwrap_or(0) - before;
+    // Transport-wide feedback at least every 200 ms (str0m: 100 ms), reports each second.
+    assert!(rtcp >= 15, "{rtcp} RTCP datagrams in 3 s of talk");
+}
