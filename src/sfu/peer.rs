@@ -141,6 +141,14 @@ impl Quick {
     fn done(&self) -> bool {
         self.rtp_out == 0 && self.frames_in == 0
     }
+
+    /// After a datagram: still quick only if it was one of the RTP packets awaited.
+    fn sent(self, rtp: bool) -> Option<Quick> {
+        (rtp && self.rtp_out > 0).then(|| Quick {
+            rtp_out: self.rtp_out - 1,
+            ..self
+        })
+    }
 }
 
 /// A forwarded track waiting for a server offer.
@@ -639,13 +647,7 @@ impl Peer {
                     if on_selected_pair(&t.contents) {
                         self.path = Some((t.proto, t.source, t.destination));
                     }
-                    quick = match quick {
-                        Some(q) if q.rtp_out > 0 && is_rtp(&t.contents) => Some(Quick {
-                            rtp_out: q.rtp_out - 1,
-                            ..q
-                        }),
-                        _ => None,
-                    };
+                    quick = quick.and_then(|q| q.sent(is_rtp(&t.contents)));
                     out.push(Output::Transmit {
                         proto: t.proto,
                         source: t.source,
@@ -661,10 +663,10 @@ impl Peer {
                 }
                 RtcOutput::Event(e) => e,
             };
-            if let (Some(q), Event::MediaData(_)) = (&mut quick, &e) {
+            let frame = matches!(e, Event::MediaData(_));
+            if let Some(q) = quick.as_mut().filter(|_| frame) {
                 q.frames_in = q.frames_in.saturating_sub(1);
             }
-            let frame = matches!(e, Event::MediaData(_));
             match e {
                 Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                     return false;

@@ -542,13 +542,20 @@ fn av1_receivers_get_the_av1_copy_of_a_screen_and_others_vp8() {
 /// Speech is reported on and, after a second of silence, off; only a session that is
 /// connecting, has an offer out or talks is looked at between its own timers, so a
 /// quiet call costs nothing but its statistics.
-#[test]
-fn voice_activity_comes_and_goes_and_quiet_sessions_are_left_alone() {
+/// One call, connected: `sess-a` (1.1.1.1:1000) with a microphone, muted, and
+/// `sess-b` (2.2.2.2:2000) listening.
+fn two_connected() -> (Net, usize, usize) {
     let mut net = Net::new();
     let a = net.join("call-1", "sess-a", "1.1.1.1:1000", true);
-    net.join("call-1", "sess-b", "2.2.2.2:2000", false);
+    let b = net.join("call-1", "sess-b", "2.2.2.2:2000", false);
     net.run(Duration::from_secs(2));
     assert!(net.clients.iter().all(|c| c.rtc.is_connected()));
+    (net, a, b)
+}
+
+#[test]
+fn voice_activity_comes_and_goes_and_quiet_sessions_are_left_alone() {
+    let (mut net, a, _) = two_connected();
     assert_eq!(net.sfu.watched_count(), 0, "connected, quiet, no offer out");
 
     net.sfu.set_muted("sess-a", false).unwrap();
@@ -572,11 +579,7 @@ fn voice_activity_comes_and_goes_and_quiet_sessions_are_left_alone() {
 
 #[test]
 fn the_core_is_quiet_while_no_media_flows_and_ticks_on_its_grid() {
-    let mut net = Net::new();
-    let a = net.join("call-1", "sess-a", "1.1.1.1:1000", true);
-    net.join("call-1", "sess-b", "2.2.2.2:2000", false);
-    net.run(Duration::from_secs(2));
-    assert!(net.clients.iter().all(|c| c.rtc.is_connected()));
+    let (mut net, a, _) = two_connected();
 
     // Connected, nobody talking: the shell may read at grid points, the next one
     // strictly ahead and at most a step away; every instant up to it names it.
@@ -609,10 +612,7 @@ fn the_core_is_quiet_while_no_media_flows_and_ticks_on_its_grid() {
 /// next timeout after each): its reports and feedback must still go out.
 #[test]
 fn a_talking_publisher_still_gets_its_reports_and_feedback() {
-    let mut net = Net::new();
-    let a = net.join("call-1", "sess-a", "1.1.1.1:1000", true);
-    let b = net.join("call-1", "sess-b", "2.2.2.2:2000", false);
-    net.run(Duration::from_secs(2));
+    let (mut net, a, b) = two_connected();
     net.sfu.set_muted("sess-a", false).unwrap();
     let mut counter = 0;
     net.talk(a, Duration::from_secs(1), &mut counter);
