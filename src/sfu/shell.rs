@@ -11,7 +11,9 @@
 //! While no media flows (`Sfu::quiet_tick`) the socket leaves the runtime's epoll set
 //! and is read at the core's timer grid points only: idle participants' consent
 //! checks then cost a share of one wake-up each grid step rather than a wake-up each.
-//! The first media packet read puts the socket back.
+//! The first media packet read puts the socket back. While media is dense (datagrams
+//! closer together than `PACED_READ_EVERY`) the socket is parked as well and read
+//! at that interval (`Pacing`): a batch per wake-up instead of a wake-up per packet.
 
 use std::collections::HashMap;
 use std::io::IoSlice;
@@ -34,6 +36,9 @@ use super::{Output, Sfu, SfuConfig, SfuError};
 const SOCKET_BUFFER: usize = 4 << 20;
 /// How often a socket that could not be registered again is read while media flows.
 const PARKED_READ_EVERY: std::time::Duration = std::time::Duration::from_millis(2);
+/// While datagrams come faster than this, the socket is read at this interval
+/// instead of on each arrival (see `Pacing`).
+const PACED_READ_EVERY: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Datagrams read before the core is polled, and sent per sendmmsg call.
 const BATCH: usize = 64;
@@ -349,31 +354,36 @@ impl Io {
         self.udp_queue.clear();
     }
 
-    /// Reads what is queued on the socket into the core, at most `limit` datagrams;
-    /// true when the socket was emptied (else more is waiting).
-    fn read_udp(&mut self, sfu: &mut Sfu, buf: &mut [u8], limit: usize) -> bool {
+    /// Reads what is queued on the socket into the core, at most `limit` datagrams:
+    /// how many were read, and whether the socket was emptied (else more is waiting).
+    fn read_udp(&mut self, sfu: &mut Sfu, buf: &mut [u8], limit: usize) -> (usize, bool) {
+        let mut read = 0;
         for _ in 0..limit {
             let r = match &self.udp {
                 // Clears the runtime's readiness on WouldBlock: the next wait is for
                 // a datagram that comes after this read.
                 Some(Udp::Live(u)) => u.try_recv_from(buf),
                 Some(Udp::Parked(u)) => u.recv_from(buf),
-                None => return true,
+                None => return (read, true),
             };
             match r {
-                Ok((n, src)) => self.on_datagram(sfu, src, &buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                Ok((n, src)) => {
+                    read += 1;
+                    self.on_datagram(sfu, src, &buf[..n]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return (read, true),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 // ICMP errors of earlier sends surface here (ECONNREFUSED): not fatal.
                 Err(e) => tracing::debug!(error = %e, "udp receive failed"),
             }
         }
-        false
+        (read, false)
     }
 
-    /// Registers the socket with the runtime while media flows, parks it while quiet.
-    fn set_quiet(&mut self, quiet: bool) {
-        self.udp = match (self.udp.take(), quiet) {
+    /// Registers the socket with the runtime, or parks it outside (quiet, or read
+    /// at a paced interval).
+    fn set_parked(&mut self, parked: bool) {
+        self.udp = match (self.udp.take(), parked) {
             (Some(Udp::Live(u)), true) => match u.into_std() {
                 Ok(p) => Some(Udp::Parked(p)),
                 // into_std only fails on a socket tokio can no longer deregister.
@@ -385,6 +395,43 @@ impl Io {
             (Some(Udp::Parked(p)), false) => Some(register(p)),
             (u, _) => u,
         };
+    }
+}
+
+/// Whether the socket is read as datagrams arrive or at `PACED_READ_EVERY`. Each
+/// arrival on a registered socket wakes the loop's thread (edge-triggered epoll),
+/// and a wake-up costs more than handling a datagram; once datagrams come closer
+/// together than the interval (hundreds of talking calls), reading at the interval
+/// handles them in batches and puts the core's timers on the same wake-ups. Sparse
+/// traffic is still read on arrival, with no added delay.
+#[derive(Default)]
+struct Pacing {
+    /// The last read that found datagrams.
+    last_read: Option<Instant>,
+    /// While paced: the next read.
+    next_read: Option<Instant>,
+}
+
+impl Pacing {
+    /// After a read of `read` datagrams at `now`: when to read next, None for "as
+    /// they arrive".
+    fn after_read(&mut self, now: Instant, read: usize) -> Option<Instant> {
+        let dense = match self.next_read {
+            // The paced read: traffic thinned out if it found nothing.
+            Some(at) if now >= at => read > 0,
+            // Woken before it (a command): nothing to judge by.
+            Some(_) => true,
+            None => read > 0 && self.last_read.is_some_and(|t| now < t + PACED_READ_EVERY),
+        };
+        if read > 0 {
+            self.last_read = Some(now);
+        }
+        self.next_read = match self.next_read {
+            Some(at) if dense && now < at => Some(at),
+            _ if dense => Some(now + PACED_READ_EVERY),
+            _ => None,
+        };
+        self.next_read
     }
 }
 
@@ -403,7 +450,7 @@ fn register(p: std::net::UdpSocket) -> Udp {
 
 /// The RTC socket, non-blocking in both states: `Live` under the runtime's readiness
 /// while media flows, `Parked` outside it while the core is quiet (read at the core's
-/// grid points, see the module comment).
+/// grid points) or media is dense (read at an interval, see the module comment).
 enum Udp {
     Live(UdpSocket),
     Parked(std::net::UdpSocket),
@@ -482,6 +529,7 @@ async fn run(
     tokio::pin!(wake);
     // Datagrams were left on the socket by the last read (it stops at `BATCH`).
     let mut more = false;
+    let mut pacing = Pacing::default();
     loop {
         let readable = async {
             match &io.udp {
@@ -506,7 +554,8 @@ async fn run(
         }
         // Whatever woke the loop, what waits on the socket goes into this poll (one
         // failed read when nothing does).
-        more = !io.read_udp(&mut sfu, &mut buf, BATCH);
+        let (read, emptied) = io.read_udp(&mut sfu, &mut buf, BATCH);
+        more = !emptied;
         let now = Instant::now();
         if now >= next_reap {
             io.reap(now);
@@ -514,9 +563,24 @@ async fn run(
         }
         let mut next = sfu.poll(now, &mut out).min(next_reap);
         let quiet = sfu.quiet_tick(now);
-        io.set_quiet(quiet.is_some());
-        if let Some(Udp::Parked(_)) = io.udp {
-            next = next.min(quiet.unwrap_or(now + PARKED_READ_EVERY));
+        let paced = match quiet {
+            Some(_) => {
+                pacing = Pacing::default();
+                None
+            }
+            None => pacing.after_read(now, read),
+        };
+        io.set_parked(quiet.is_some() || paced.is_some());
+        match paced {
+            // Due timers wait for the read (at most PACED_READ_EVERY late): one
+            // wake-up for both.
+            Some(read_at) if next > now => next = read_at,
+            Some(_) => {}
+            None => {
+                if let Some(Udp::Parked(_)) = io.udp {
+                    next = next.min(quiet.unwrap_or(now + PARKED_READ_EVERY));
+                }
+            }
         }
         if more {
             next = now;
@@ -607,5 +671,47 @@ pub fn default_host_ip() -> IpAddr {
     match probe {
         Ok(a) if !a.ip().is_unspecified() => a.ip(),
         _ => IpAddr::from([127, 0, 0, 1]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{Pacing, PACED_READ_EVERY};
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_micros(n * 1000)
+    }
+
+    #[test]
+    fn sparse_datagrams_are_read_as_they_arrive() {
+        let t0 = Instant::now();
+        let mut p = Pacing::default();
+        // Two talkers' packets, 10 ms apart: no read is put off.
+        for i in 0..10 {
+            assert_eq!(p.after_read(t0 + ms(10 * i), 1), None);
+        }
+        // Wake-ups without datagrams (timers, commands) change nothing.
+        assert_eq!(p.after_read(t0 + ms(100) + ms(1) / 4, 0), None);
+    }
+
+    #[test]
+    fn dense_datagrams_are_read_at_the_interval_until_they_thin_out() {
+        let t0 = Instant::now();
+        let mut p = Pacing::default();
+        assert_eq!(p.after_read(t0, 1), None);
+        // The next datagram within the interval: from now on, read at the interval.
+        let at = t0 + ms(1) / 4;
+        let first = p.after_read(at, 1);
+        assert_eq!(first, Some(at + PACED_READ_EVERY));
+        // A wake-up before it (a command) keeps the read where it was.
+        assert_eq!(p.after_read(at + ms(1) / 2, 0), first);
+        // The paced read found a batch: the next one an interval on.
+        let first = first.unwrap();
+        assert_eq!(p.after_read(first, 25), Some(first + PACED_READ_EVERY));
+        // A paced read that finds nothing: back to reading on arrival.
+        assert_eq!(p.after_read(first + PACED_READ_EVERY, 0), None);
+        assert_eq!(p.after_read(first + ms(30), 1), None);
     }
 }
