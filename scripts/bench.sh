@@ -130,4 +130,6 @@ for t in targets:
 print(f"{'target':<11} shape  result")
 for t, n, v in rows:
     print(f"{t:<11} ({n})    {v}")
+print("user: the kernel's tick-sampled split, biased when wake-ups fall on the tick; "
+      "perf record -e cpu-clock gives the true one")
 PY
