@@ -416,20 +416,20 @@ impl Pacing {
     /// After a read of `read` datagrams at `now`: when to read next, None for "as
     /// they arrive".
     fn after_read(&mut self, now: Instant, read: usize) -> Option<Instant> {
-        let dense = match self.next_read {
-            // The paced read: traffic thinned out if it found nothing.
-            Some(at) if now >= at => read > 0,
-            // Woken before it (a command): nothing to judge by.
-            Some(_) => true,
-            None => read > 0 && self.last_read.is_some_and(|t| now < t + PACED_READ_EVERY),
+        let previous = if read > 0 {
+            self.last_read.replace(now)
+        } else {
+            self.last_read
         };
-        if read > 0 {
-            self.last_read = Some(now);
-        }
+        let next = now + PACED_READ_EVERY;
         self.next_read = match self.next_read {
-            Some(at) if dense && now < at => Some(at),
-            _ if dense => Some(now + PACED_READ_EVERY),
-            _ => None,
+            // Woken before the paced read (a command): nothing to judge by.
+            Some(at) if now < at => Some(at),
+            // The paced read: traffic thinned out if it found nothing.
+            Some(_) => (read > 0).then_some(next),
+            None => {
+                (read > 0 && previous.is_some_and(|t| now < t + PACED_READ_EVERY)).then_some(next)
+            }
         };
         self.next_read
     }
@@ -681,7 +681,7 @@ mod tests {
     use super::{Pacing, PACED_READ_EVERY};
 
     fn ms(n: u64) -> Duration {
-        Duration::from_micros(n * 1000)
+        Duration::from_millis(n)
     }
 
     #[test]
