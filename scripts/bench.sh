@@ -8,7 +8,10 @@
 # Per shape: CPU us per forwarded packet (total and user space), memory per
 # participant, loss, join latency; for (d) CPU us per idle participant per second.
 # BENCH_TARGETS (integrated rtcd) and BENCH_SHAPES (a b c) select what runs.
+# BENCH_BUNDLE runs that plugin bundle instead of building one (A/B of two builds;
+# the host, rtcd and calls-lt still come from target/release).
 set -euo pipefail
+if [ -n "${BENCH_BUNDLE:-}" ]; then BENCH_BUNDLE="$(realpath -m -- "$BENCH_BUNDLE")"; fi
 cd "$(dirname "$0")/.."
 A="${BENCH_A:-500}"; B="${BENCH_B:-200}"; C="${BENCH_C:-250}"; D="${BENCH_D:-500}"
 DUR="${BENCH_DURATION:-30}"; RATE="${BENCH_JOIN_RATE:-20}"
@@ -22,9 +25,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "make bench needs: apt-get install ${missing[*]}" >&2; exit 1
 fi
 
-make dist >/dev/null
+if [ -n "${BENCH_BUNDLE:-}" ]; then
+  [ -f "$BENCH_BUNDLE" ] || { echo "BENCH_BUNDLE: no such file: $BENCH_BUNDLE" >&2; exit 1; }
+  BUNDLE="$BENCH_BUNDLE"
+  cargo build --release --bins >/dev/null
+else
+  make dist >/dev/null
+  BUNDLE="$(ls dist/com.mattermost.calls-*.tar.gz | head -1)"
+fi
 [ -f lt-media/speech.ogg ] && [ -f lt-media/screen.ivf ] || scripts/lt-media.sh lt-media >/dev/null
-BUNDLE="$(ls dist/com.mattermost.calls-*.tar.gz | head -1)"
 mkdir -p "$OUT"
 WORK="$(mktemp -d)"
 PIDS=()

@@ -19,6 +19,7 @@ pub mod datachannel;
 mod egress;
 pub mod observe;
 mod peer;
+mod peers;
 pub mod shell;
 #[doc(hidden)]
 pub mod sim;
@@ -29,7 +30,8 @@ mod vad;
 
 use datachannel::{DcMessage, SessionDescription};
 use observe::{NoObserver, RtcObserver, DIR_IN, DIR_OUT};
-use peer::{Cross, Inbound, OutTrack, Peer, PeerReport, PendingOffer, QueuedTrack};
+use peer::{Cross, Fan, Inbound, OutTrack, Peer, PeerReport, PendingOffer, QueuedTrack};
+use peers::Peers;
 use simulcast::Layering;
 
 /// A session id inside the core: cloned on every forwarded packet, so shared.
@@ -198,10 +200,11 @@ impl SfuConfig {
 
 pub struct Sfu {
     config: SfuConfig,
-    /// Boxed: a `Peer` is about 10 KiB (its `Rtc`), and forwarding looks up every
-    /// subscriber of a packet; inline, each key compare touched a cache line of its
-    /// own, 10 KiB apart (measured as the top miss in `Sfu::route`).
-    peers: FastMap<Sid, Box<Peer>>,
+    peers: Peers,
+    /// Bumped whenever a subscription may have changed (a track offered, ended or
+    /// withdrawn, a session gone): a publisher's fan-out list built at another epoch
+    /// is rebuilt before it is used (`Sfu::fan_out`).
+    fan_epoch: u64,
     calls: FastMap<String, Vec<Sid>>,
     /// Remote address → session, learned from accepted datagrams (saves scanning).
     routes: FastMap<SocketAddr, Sid>,
@@ -238,7 +241,8 @@ impl Sfu {
     pub fn with_observer(config: SfuConfig, observer: Box<dyn RtcObserver>) -> Sfu {
         Sfu {
             config,
-            peers: FastMap::default(),
+            peers: Peers::default(),
+            fan_epoch: 0,
             calls: FastMap::default(),
             routes: FastMap::default(),
             dirty: FastMap::default(),
@@ -352,6 +356,8 @@ impl Sfu {
         let Some((sid, mut peer)) = self.peers.remove_entry(session_id) else {
             return;
         };
+        // Its slot may go to the next session: no fan-out list may point at it.
+        self.fan_epoch += 1;
         peer.rtc.disconnect();
         self.observer.session(&peer.group, -1);
         if peer.connected_at.is_some() {
@@ -388,15 +394,14 @@ impl Sfu {
         self.dirty.insert(sid.clone(), true);
         self.peers
             .get_mut(&sid)
-            .map(|p| &mut **p)
             .ok_or_else(|| SfuError::UnknownSession(session_id.to_string()))
     }
 
     /// The core's shared id of a session.
     fn sid(&self, session_id: &str) -> Result<Sid, SfuError> {
         self.peers
-            .get_key_value(session_id)
-            .map(|(k, _)| k.clone())
+            .sid(session_id)
+            .cloned()
             .ok_or_else(|| SfuError::UnknownSession(session_id.to_string()))
     }
 
@@ -567,7 +572,7 @@ impl Sfu {
         for (sid, p) in self.peers.iter_mut() {
             p.queued
                 .retain(|q| !(q.source == *src && q.source_mid == mid));
-            if let Some(local) = p.outbound.remove(&key) {
+            if let Some(local) = p.unsubscribe(&key, &mut self.fan_epoch) {
                 if let Some(o) = p.outbound_source.remove(&local) {
                     self.observer.tracks(&p.group, "out", mime(o.codec), -1);
                 }
@@ -789,7 +794,7 @@ impl Sfu {
                 .is_some_and(|p| now >= p.since + self.config.offer_timeout)
             {
                 tracing::warn!(session_id = %sid, "server offer not answered, retrying");
-                withdraw_offer(peer);
+                withdraw_offer(peer, &mut self.fan_epoch);
                 self.offer_wanted.insert(sid.clone());
                 self.dirty.insert(sid.clone(), true);
             }
@@ -830,6 +835,7 @@ impl Sfu {
                             // Audio is Opus, the only audio codec; video waits for its
                             // first frame to tell VP8 from AV1.
                             codec: (kind == MediaKind::Audio).then_some(Codec::Opus),
+                            fans: (None, Vec::new()),
                         },
                     );
                     self.publish(&src, mid);
@@ -868,6 +874,29 @@ impl Sfu {
         }
     }
 
+    /// The subscribers of a publisher's track: the call's other members that have a
+    /// mid carrying it. Built when the publisher's list is older than the last change
+    /// of any subscription (`fan_epoch`), so a packet's fan-out hashes no ids.
+    fn fan_out(&self, src: &Sid, mid: Mid) -> Vec<Fan> {
+        let Some(sender) = self.peers.get(src) else {
+            return Vec::new();
+        };
+        let key = (src.clone(), mid);
+        let members = self.calls.get(&sender.call_id).into_iter().flatten();
+        members
+            .filter(|other| *other != src)
+            .filter_map(|other| {
+                let slot = self.peers.slot(other)?;
+                let local = self.peers.at(slot)?.subscribed(&key)?;
+                Some(Fan {
+                    slot,
+                    local,
+                    sid: other.clone(),
+                })
+            })
+            .collect()
+    }
+
     /// One publisher's frame to every subscriber of it in the same call.
     fn forward(
         &mut self,
@@ -876,7 +905,10 @@ impl Sfu {
         data: str0m::media::MediaData,
         out: &mut Vec<Output>,
     ) {
-        let Some(sender) = self.peers.get_mut(src) else {
+        let Some(src_slot) = self.peers.slot(src) else {
+            return;
+        };
+        let Some(sender) = self.peers.at_mut(src_slot) else {
             return;
         };
         let muted = sender.muted;
@@ -906,18 +938,19 @@ impl Sfu {
             }
         }
         let rids = data.rid.map(|_| inb.rids.clone());
+        let fresh = inb.fans.0 == Some(self.fan_epoch);
+        // Taken for the loop (which borrows the subscribers) and put back after it.
+        let fans = std::mem::take(&mut inb.fans.1);
+        let fans = if fresh {
+            fans
+        } else {
+            self.fan_out(src, data.mid)
+        };
         let keyframe = data.is_keyframe();
         let mut keyframe_requests: Vec<str0m::media::Rid> = Vec::new();
-        let call = sender.call_id.clone();
-        let key = (src.clone(), data.mid);
-        for other in self.calls.get(&call).into_iter().flatten() {
-            if other == src {
-                continue;
-            }
-            let Some(p) = self.peers.get_mut(other) else {
-                continue;
-            };
-            let Some(&local) = p.outbound.get(&key) else {
+        for fan in &fans {
+            let (local, other) = (fan.local, &fan.sid);
+            let Some(p) = self.peers.at_mut(fan.slot) else {
                 continue;
             };
             // Simulcast: only the subscriber's layer goes through, rebased.
@@ -991,6 +1024,13 @@ impl Sfu {
                 p.rtp.add(DIR_OUT, track.index(), data.data.len());
             }
         }
+        if let Some(inb) = self
+            .peers
+            .at_mut(src_slot)
+            .and_then(|s| s.inbound.get_mut(&data.mid))
+        {
+            inb.fans = (Some(self.fan_epoch), fans);
+        }
         if !keyframe_requests.is_empty() {
             if let Some(s) = self.peers.get_mut(src) {
                 for rid in keyframe_requests {
@@ -1047,7 +1087,7 @@ impl Sfu {
             };
             for (mid, q) in &added {
                 self.observer.tracks(&peer.group, "out", mime(q.codec), 1);
-                peer.outbound.insert((q.source.clone(), q.source_mid), *mid);
+                peer.subscribe((q.source.clone(), q.source_mid), *mid, &mut self.fan_epoch);
                 peer.outbound_source.insert(
                     *mid,
                     OutTrack {
@@ -1100,6 +1140,24 @@ impl Sfu {
                 .values()
                 .filter(|a| matches!(a, peer::AudioPath::Sealed(_)))
                 .count()
+        })
+    }
+
+    /// Whether every fan-out list built at the current epoch names live subscriptions
+    /// only: its slot holds that session, which has a mid carrying the track.
+    pub(crate) fn fan_out_is_current(&self) -> bool {
+        self.peers.iter().all(|(src, p)| {
+            p.inbound
+                .iter()
+                .filter(|(_, inb)| inb.fans.0 == Some(self.fan_epoch))
+                .all(|(mid, inb)| {
+                    inb.fans.1.iter().all(|f| {
+                        self.peers.at(f.slot).is_some_and(|sub| {
+                            self.peers.slot(&*f.sid) == Some(f.slot)
+                                && sub.subscribed(&(src.clone(), *mid)) == Some(f.local)
+                        })
+                    })
+                })
         })
     }
 
@@ -1178,12 +1236,12 @@ fn on_grid(t: Instant, epoch: Instant) -> Instant {
 }
 
 /// Drops an unanswered offer and queues its changes again for the next one.
-fn withdraw_offer(peer: &mut Peer) {
+fn withdraw_offer(peer: &mut Peer, fan_epoch: &mut u64) {
     let Some(p) = peer.pending.take() else {
         return;
     };
     for (mid, q) in p.added {
-        peer.outbound.remove(&(q.source.clone(), q.source_mid));
+        peer.unsubscribe(&(q.source.clone(), q.source_mid), fan_epoch);
         peer.outbound_source.remove(&mid);
         peer.queued.push(q);
     }

@@ -19,6 +19,7 @@ use super::crypto::KeySlot;
 use super::datachannel::{deflate_sdp, inflate_sdp, DcMessage, SessionDescription};
 use super::egress::{AudioEgress, EgressError, Sealer};
 use super::observe::{RtcObserver, RtpCounts};
+use super::peers::Slot;
 use super::simulcast::Layering;
 use super::vad::Vad;
 use super::{FastMap, Output, SfuError, Sid, TrackType};
@@ -118,6 +119,16 @@ pub(super) struct Inbound {
     /// The codec that flows (video: known from the first frame, which is when the
     /// track is offered to receivers, since the codec decides who gets it).
     pub codec: Option<Codec>,
+    /// Who receives this track, and the core's fan-out epoch it was built at.
+    pub fans: (Option<u64>, Vec<Fan>),
+}
+
+/// One subscriber of a published track: where it is and which of its mids carries it.
+#[derive(Clone)]
+pub(super) struct Fan {
+    pub slot: Slot,
+    pub local: Mid,
+    pub sid: Sid,
 }
 
 impl Inbound {
@@ -192,8 +203,9 @@ pub(super) struct Peer {
     pub call_id: String,
     pub rtc: Rtc,
     pub inbound: BTreeMap<Mid, Inbound>,
-    /// (source session, source mid) → our mid that carries it to this peer.
-    pub outbound: FastMap<(Sid, Mid), Mid>,
+    /// (source session, source mid) → our mid that carries it to this peer. Changed
+    /// only through `subscribe` / `unsubscribe`, which move the core's fan-out epoch.
+    outbound: FastMap<(Sid, Mid), Mid>,
     /// Our mid → what it carries, to route keyframe requests back and for MediaMap.
     pub outbound_source: FastMap<Mid, OutTrack>,
     pub queued: Vec<QueuedTrack>,
@@ -259,6 +271,24 @@ pub(super) enum Cross {
 }
 
 impl Peer {
+    /// Our mid `local` now carries `source` to this peer.
+    pub fn subscribe(&mut self, source: (Sid, Mid), local: Mid, fan_epoch: &mut u64) {
+        self.outbound.insert(source, local);
+        *fan_epoch += 1;
+    }
+
+    /// `source` no longer comes to this peer; the mid that carried it, if any.
+    pub fn unsubscribe(&mut self, source: &(Sid, Mid), fan_epoch: &mut u64) -> Option<Mid> {
+        let local = self.outbound.remove(source)?;
+        *fan_epoch += 1;
+        Some(local)
+    }
+
+    /// The mid that carries `source` to this peer.
+    pub fn subscribed(&self, source: &(Sid, Mid)) -> Option<Mid> {
+        self.outbound.get(source).copied()
+    }
+
     pub fn new(group: &str, call_id: &str, rtc: Rtc, now: Instant) -> Peer {
         Peer {
             group: group.to_string(),

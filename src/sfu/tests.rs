@@ -201,6 +201,43 @@ fn newcomer_gets_existing_tracks_and_leaver_is_dropped() {
     net.run(Duration::from_millis(500));
 }
 
+/// A leaver's place in the core goes to the next session: the publisher's fan-out
+/// list must not carry the leaver's subscription over to the newcomer.
+#[test]
+fn a_leavers_place_goes_to_a_newcomer_without_its_subscriptions() {
+    let mut net = Net::new();
+    let a = net.join("call-1", "sess-a", "1.1.1.1:1000", true);
+    let b = net.join("call-1", "sess-b", "2.2.2.2:2000", false);
+    let c = net.join("call-1", "sess-c", "3.3.3.3:3000", false);
+    net.sfu.set_muted("sess-a", false).unwrap();
+    net.run(Duration::from_secs(1));
+    let mut counter = 0;
+    net.talk(a, Duration::from_secs(1), &mut counter);
+    assert!(net.clients[b].received.len() > 20 && net.clients[c].received.len() > 20);
+    assert!(net.sfu.fan_out_is_current());
+
+    net.sfu.remove_session("sess-b");
+    let d = net.join("call-1", "sess-d", "4.4.4.4:4000", false);
+    assert!(
+        net.sfu.fan_out_is_current(),
+        "a list still names the leaver"
+    );
+    let (got_b, got_c) = (net.clients[b].received.len(), net.clients[c].received.len());
+    net.talk(a, Duration::from_secs(2), &mut counter);
+    assert!(net.sfu.fan_out_is_current());
+    assert_eq!(
+        net.clients[b].received.len(),
+        got_b,
+        "the leaver still gets audio"
+    );
+    assert!(net.clients[c].received.len() > got_c + 50);
+    assert!(
+        net.clients[d].received.len() > 20,
+        "the newcomer got {}",
+        net.clients[d].received.len()
+    );
+}
+
 #[test]
 fn bad_signaling_is_refused_without_harm() {
     let mut net = Net::new();
