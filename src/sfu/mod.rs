@@ -30,7 +30,7 @@ mod vad;
 
 use datachannel::{DcMessage, SessionDescription};
 use observe::{NoObserver, RtcObserver, DIR_IN, DIR_OUT};
-use peer::{Cross, Fan, Inbound, OutTrack, Peer, PeerReport, PendingOffer, QueuedTrack};
+use peer::{Cross, Fan, FanOut, Inbound, OutTrack, Peer, PeerReport, PendingOffer, QueuedTrack};
 use peers::Peers;
 use simulcast::Layering;
 
@@ -835,7 +835,7 @@ impl Sfu {
                             // Audio is Opus, the only audio codec; video waits for its
                             // first frame to tell VP8 from AV1.
                             codec: (kind == MediaKind::Audio).then_some(Codec::Opus),
-                            fans: (None, Vec::new()),
+                            fans: Default::default(),
                         },
                     );
                     self.publish(&src, mid);
@@ -938,9 +938,9 @@ impl Sfu {
             }
         }
         let rids = data.rid.map(|_| inb.rids.clone());
-        let fresh = inb.fans.0 == Some(self.fan_epoch);
+        let fresh = inb.fans.built_at == Some(self.fan_epoch);
         // Taken for the loop (which borrows the subscribers) and put back after it.
-        let fans = std::mem::take(&mut inb.fans.1);
+        let fans = std::mem::take(&mut inb.fans.list);
         let fans = if fresh {
             fans
         } else {
@@ -1029,7 +1029,10 @@ impl Sfu {
             .at_mut(src_slot)
             .and_then(|s| s.inbound.get_mut(&data.mid))
         {
-            inb.fans = (Some(self.fan_epoch), fans);
+            inb.fans = FanOut {
+                built_at: Some(self.fan_epoch),
+                list: fans,
+            };
         }
         if !keyframe_requests.is_empty() {
             if let Some(s) = self.peers.get_mut(src) {
@@ -1149,9 +1152,9 @@ impl Sfu {
         self.peers.iter().all(|(src, p)| {
             p.inbound
                 .iter()
-                .filter(|(_, inb)| inb.fans.0 == Some(self.fan_epoch))
+                .filter(|(_, inb)| inb.fans.built_at == Some(self.fan_epoch))
                 .all(|(mid, inb)| {
-                    inb.fans.1.iter().all(|f| {
+                    inb.fans.list.iter().all(|f| {
                         self.peers.at(f.slot).is_some_and(|sub| {
                             self.peers.slot(&*f.sid) == Some(f.slot)
                                 && sub.subscribed(&(src.clone(), *mid)) == Some(f.local)

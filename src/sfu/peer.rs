@@ -119,8 +119,16 @@ pub(super) struct Inbound {
     /// The codec that flows (video: known from the first frame, which is when the
     /// track is offered to receivers, since the codec decides who gets it).
     pub codec: Option<Codec>,
-    /// Who receives this track, and the core's fan-out epoch it was built at.
-    pub fans: (Option<u64>, Vec<Fan>),
+    /// Who receives this track.
+    pub fans: FanOut,
+}
+
+/// The subscribers of one published track, as of the core's fan-out epoch `built_at`
+/// (None: never built).
+#[derive(Default)]
+pub(super) struct FanOut {
+    pub built_at: Option<u64>,
+    pub list: Vec<Fan>,
 }
 
 /// One subscriber of a published track: where it is and which of its mids carries it.
