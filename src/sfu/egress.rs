@@ -39,6 +39,47 @@ fn first_index() -> u64 {
 /// (the publisher restarted its stream): the next index follows on.
 const MAX_GAP: u64 = 1000;
 
+/// Emptied datagram buffers, handed back by the shell once sent, so that a sealed
+/// packet reuses one instead of costing an allocation and a free per subscriber.
+/// Bounded: past `MAX` the rest are freed (a burst does not pin its peak).
+#[derive(Debug, Default)]
+pub(super) struct DatagramPool {
+    spare: Vec<Vec<u8>>,
+}
+
+impl DatagramPool {
+    /// Kept at most: two voice packets to a thousand subscribers.
+    const MAX: usize = 2048;
+    /// A new buffer fits any voice packet (header, extensions, a 20 ms Opus frame
+    /// at the highest rate, tag), so that a reused one rarely grows.
+    const NEW_CAPACITY: usize = 512;
+    /// Larger buffers (video, DTLS) are not kept: the pool is for sealed voice.
+    const KEEP_UP_TO: usize = 4096;
+
+    /// An empty buffer with room for `len` bytes.
+    pub fn take(&mut self, len: usize) -> Vec<u8> {
+        let mut b = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(Self::NEW_CAPACITY));
+        b.reserve(len);
+        b
+    }
+
+    /// A datagram that went out (or was never sent): its buffer may be reused.
+    pub fn give(&mut self, mut b: Vec<u8>) {
+        if self.spare.len() < Self::MAX && b.capacity() <= Self::KEEP_UP_TO {
+            b.clear();
+            self.spare.push(b);
+        }
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.spare.len()
+    }
+}
+
 /// Why a subscriber's voice cannot be sealed here (it then goes through str0m).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub(super) enum EgressError {
@@ -254,7 +295,12 @@ impl AudioEgress {
     /// The sealed datagram for one publisher packet (an Opus frame is one packet), or
     /// None for a packet older than one already sent (reordered or repeated: sending
     /// it would need an index already used).
-    pub fn packet(&mut self, data: &MediaData, sealer: &Sealer) -> Option<Vec<u8>> {
+    pub fn packet(
+        &mut self,
+        data: &MediaData,
+        sealer: &Sealer,
+        pool: &mut DatagramPool,
+    ) -> Option<Vec<u8>> {
         let src = **data.seq_range.start();
         let index = match self.last_in {
             Some(last) if src <= last => return None,
@@ -273,7 +319,7 @@ impl AudioEgress {
             }
         };
         let header_len = RTP_HEADER_LEN + ext_len;
-        let mut p = Vec::with_capacity(header_len + data.data.len() + TAG_LEN);
+        let mut p = pool.take(header_len + data.data.len() + TAG_LEN);
         let x = if ext_len > 0 { 0x10 } else { 0 };
         p.push(0x80 | x);
         let marker = if data.audio_start_of_talk_spurt {
@@ -306,6 +352,7 @@ impl AudioEgress {
         }
         p.extend_from_slice(&data.data);
         if !sealer.seal(&mut p, header_len, self.ssrc, index & 0xffff_ffff_ffff) {
+            pool.give(p);
             return None;
         }
         self.last_in = Some(src);
@@ -381,7 +428,13 @@ mod tests {
         let mid = str0m::media::Mid::from("3");
         let mut e = AudioEgress::new(0x0102_0304, Some((4, "3")), Some(1), &src, 111, 109);
         let frame = |seq| crate::sfu::sim::opus_frame(mid, seq, Some(-30));
-        let p = e.packet(&frame(7), &sealer).expect("first packet");
+        // The buffer comes back from an earlier send still holding its bytes.
+        let mut pool = DatagramPool::default();
+        pool.give(vec![0xaa; 300]);
+        let p = e
+            .packet(&frame(7), &sealer, &mut pool)
+            .expect("first packet");
+        assert_eq!(pool.len(), 0, "the spare buffer was used");
         let first = u16::from_be_bytes([p[2], p[3]]);
         assert_eq!(p[0], 0x90, "version 2 with extensions");
         assert_eq!(p[1], 109, "the subscriber's payload type, no marker");
@@ -397,16 +450,37 @@ mod tests {
         assert_ne!(&p[20..24], b"opus");
 
         // A gap of two is kept; a repeat or an older packet is not sent.
-        let p = e.packet(&frame(10), &sealer).expect("after a gap");
+        let p = e
+            .packet(&frame(10), &sealer, &mut pool)
+            .expect("after a gap");
         assert_eq!(u16::from_be_bytes([p[2], p[3]]), first.wrapping_add(3));
-        assert!(e.packet(&frame(10), &sealer).is_none());
-        assert!(e.packet(&frame(9), &sealer).is_none());
+        assert!(e.packet(&frame(10), &sealer, &mut pool).is_none());
+        assert!(e.packet(&frame(9), &sealer, &mut pool).is_none());
         // A publisher that restarts (a jump back, or far ahead) continues by one.
         e.carry(&src, 111, 109, 0x0102_0304);
-        let p = e.packet(&frame(2), &sealer).expect("after carry");
+        let p = e
+            .packet(&frame(2), &sealer, &mut pool)
+            .expect("after carry");
         assert_eq!(u16::from_be_bytes([p[2], p[3]]), first.wrapping_add(4));
-        let p = e.packet(&frame(50_000), &sealer).expect("far ahead");
+        let p = e
+            .packet(&frame(50_000), &sealer, &mut pool)
+            .expect("far ahead");
         assert_eq!(u16::from_be_bytes([p[2], p[3]]), first.wrapping_add(5));
+    }
+
+    /// The pool keeps buffers up to its bound, and not the big ones.
+    #[test]
+    fn the_pool_keeps_voice_sized_buffers_up_to_its_bound() {
+        let mut pool = DatagramPool::default();
+        pool.give(Vec::with_capacity(DatagramPool::KEEP_UP_TO + 1));
+        assert_eq!(pool.len(), 0, "a large buffer is freed");
+        for _ in 0..DatagramPool::MAX + 10 {
+            pool.give(Vec::with_capacity(200));
+        }
+        assert_eq!(pool.len(), DatagramPool::MAX);
+        let b = pool.take(1000);
+        assert!(b.is_empty() && b.capacity() >= 1000, "grown to fit");
+        assert_eq!(pool.len(), DatagramPool::MAX - 1);
     }
 
     #[test]

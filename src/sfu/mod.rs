@@ -29,6 +29,7 @@ pub mod tcp;
 mod vad;
 
 use datachannel::{DcMessage, SessionDescription};
+use egress::DatagramPool;
 use observe::{NoObserver, RtcObserver, DIR_IN, DIR_OUT};
 use peer::{Cross, Fan, FanOut, Inbound, OutTrack, Peer, PeerReport, PendingOffer, QueuedTrack};
 use peers::Peers;
@@ -205,6 +206,8 @@ pub struct Sfu {
     /// withdrawn, a session gone): a publisher's fan-out list built at another epoch
     /// is rebuilt before it is used (`Sfu::fan_out`).
     fan_epoch: u64,
+    /// Buffers of sent datagrams, for the next sealed voice packets (`recycle`).
+    datagrams: DatagramPool,
     calls: FastMap<String, Vec<Sid>>,
     /// Remote address → session, learned from accepted datagrams (saves scanning).
     routes: FastMap<SocketAddr, Sid>,
@@ -243,6 +246,7 @@ impl Sfu {
             config,
             peers: Peers::default(),
             fan_epoch: 0,
+            datagrams: DatagramPool::default(),
             calls: FastMap::default(),
             routes: FastMap::default(),
             dirty: FastMap::default(),
@@ -661,6 +665,12 @@ impl Sfu {
         true
     }
 
+    /// The buffer of a datagram that was sent (`Output::Transmit`'s contents): the
+    /// core builds its next sealed voice packets in such buffers instead of new ones.
+    pub fn recycle(&mut self, datagram: Vec<u8>) {
+        self.datagrams.give(datagram);
+    }
+
     /// While no media comes in, the next point of the timer grid: the shell may then
     /// read the socket at grid points only instead of waking for every datagram, so
     /// that the consent checks of hundreds of idle participants (one each every 2.5
@@ -980,7 +990,13 @@ impl Sfu {
             // str0m work for this subscriber at all. Screen audio on a mid of its own
             // stays with str0m, whose sender reports keep it in sync with the screen.
             let sealed = if audio {
-                p.seal_audio(local, src, &data, track == TrackType::Voice)
+                p.seal_audio(
+                    local,
+                    src,
+                    &data,
+                    track == TrackType::Voice,
+                    &mut self.datagrams,
+                )
             } else {
                 peer::Sealed::Str0m
             };

@@ -17,7 +17,7 @@ use str0m::{Event, IceConnectionState, Input, Output as RtcOutput, PacerReason, 
 
 use super::crypto::KeySlot;
 use super::datachannel::{deflate_sdp, inflate_sdp, DcMessage, SessionDescription};
-use super::egress::{AudioEgress, EgressError, Sealer};
+use super::egress::{AudioEgress, DatagramPool, EgressError, Sealer};
 use super::observe::{RtcObserver, RtpCounts};
 use super::peers::Slot;
 use super::simulcast::Layering;
@@ -345,6 +345,7 @@ impl Peer {
         source: &Sid,
         data: &MediaData,
         voice: bool,
+        pool: &mut DatagramPool,
     ) -> Sealed {
         let egress = match self.audio_paths.get_mut(&local) {
             Some(AudioPath::Sealed(e)) => e,
@@ -380,7 +381,7 @@ impl Peer {
             };
             egress.carry(source, *data.pt, pt, ssrc);
         }
-        match egress.packet(data, sealer) {
+        match egress.packet(data, sealer, pool) {
             Some(contents) => Sealed::Datagram(Output::Transmit {
                 proto,
                 source: source_addr,
@@ -772,6 +773,8 @@ mod tests {
     use std::sync::Arc;
     use std::time::Instant;
 
+    use super::DatagramPool;
+
     use str0m::media::Mid;
     use str0m::Rtc;
 
@@ -790,12 +793,12 @@ mod tests {
         let src: Sid = Arc::from("sess-x");
         let frame = opus_frame(mid, 1, None);
         assert!(matches!(
-            p.seal_audio(mid, &src, &frame, false),
+            p.seal_audio(mid, &src, &frame, false, &mut DatagramPool::default()),
             Sealed::Str0m
         ));
         assert!(matches!(p.audio_paths.get(&mid), Some(AudioPath::Str0m)));
         assert!(matches!(
-            p.seal_audio(mid, &src, &frame, true),
+            p.seal_audio(mid, &src, &frame, true, &mut DatagramPool::default()),
             Sealed::Str0m
         ));
     }

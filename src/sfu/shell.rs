@@ -321,7 +321,8 @@ impl Io {
     }
 
     /// Sends the queued datagrams, `BATCH` per system call; waits while the socket
-    /// buffer is full.
+    /// buffer is full. The queue is left for the caller to hand the buffers back to
+    /// the core (`Sfu::recycle`).
     async fn flush_udp(&mut self) {
         let mut sent = 0;
         while sent < self.udp_queue.len() {
@@ -351,7 +352,6 @@ impl Io {
                 }
             }
         }
-        self.udp_queue.clear();
     }
 
     /// Reads what is queued on the socket into the core, at most `limit` datagrams:
@@ -609,6 +609,9 @@ async fn run(
             }
         }
         io.flush_udp().await;
+        for (_, datagram) in io.udp_queue.drain(..) {
+            sfu.recycle(datagram);
+        }
     }
 }
 

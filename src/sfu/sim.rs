@@ -305,6 +305,8 @@ impl Net {
                     },
                 );
                 c.rtc.handle_input(input).unwrap();
+                // As the shell does once a datagram is sent.
+                self.sfu.recycle(bytes);
             }
         }
         self.now += Duration::from_millis(5);
