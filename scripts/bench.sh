@@ -135,10 +135,13 @@ for t in targets:
         rows.append((t, name, f"{cost}  {rss*1024/n:7.1f} KiB RSS/participant (max {rss:.0f} MB)  "
                      f"loss {r['loss_pct']:.2f} %  join->media p50 {r['first_media_p50_ms'] or 0:.0f} ms p99 {r['first_media_p99_ms'] or 0:.0f} ms  "
                      f"joins {r['joins_ok']}/{n}  {pkts/len(half):.0f} pkt/s  "
-                     f"load tool {r.get('lt_cpu_avg_pct') or 0:.0f} % CPU"))
+                     f"load tool {r.get('lt_cpu_avg_pct') or 0:.0f} % CPU  "
+                     f"VM steal {r.get('steal_avg_pct') or 0:.1f} %"))
 print(f"{'target':<11} shape  result")
 for t, n, v in rows:
     print(f"{t:<11} ({n})    {v}")
 print("user: the kernel's tick-sampled split, biased when wake-ups fall on the tick; "
       "perf record -e cpu-clock gives the true one")
+print("VM steal: the machine's CPU time the hypervisor gave to other guests during the run; "
+      "above a few %, rerun: the figures of a stolen run are not the SFU's")
 PY

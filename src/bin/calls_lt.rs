@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use mmcalls::lt::media_files::{ivf_frames, opus_packets};
 use mmcalls::lt::participant::{self, Media, Role, Totals};
-use mmcalls::lt::report::{proc_usage, ProcUsage, Report, Sample};
+use mmcalls::lt::report::{proc_usage, MachineTicks, ProcUsage, Report, Sample};
 use mmcalls::lt::setup::Api;
 
 #[derive(Parser, Debug)]
@@ -221,6 +221,7 @@ struct Reading {
     sfu: Option<ProcUsage>,
     /// The load tool itself.
     own: Option<ProcUsage>,
+    machine: Option<MachineTicks>,
     rx: u64,
     rx_bytes: u64,
 }
@@ -231,6 +232,7 @@ impl Reading {
             at: Instant::now(),
             sfu: pid.and_then(proc_usage),
             own: proc_usage(std::process::id()),
+            machine: MachineTicks::read(),
             rx: totals.received.load(Ordering::Relaxed),
             rx_bytes: totals.received_bytes.load(Ordering::Relaxed),
         }
@@ -273,9 +275,13 @@ fn spawn_sampler(pid: Option<u32>, totals: Arc<Totals>, planned: u64, start: Ins
                 rx_mbit_per_s: (r.rx_bytes - last.rx_bytes) as f64 * 8.0 / dt / 1e6,
                 joined: totals.joined.load(Ordering::Relaxed),
                 lt_cpu_pct: cpu_pct(&r.own, &last.own, dt, |u| u.user_s + u.sys_s),
+                steal_pct: r
+                    .machine
+                    .zip(last.machine)
+                    .and_then(|(m1, m0)| m1.steal_pct_since(&m0)),
             };
             eprint!(
-                "\r{:>5.0}s  joined {}/{} failed {} connected {}  rx {:.0} pkt/s {:.2} Mbit/s  cpu {}  rss {}   ",
+                "\r{:>5.0}s  joined {}/{} failed {} connected {}  rx {:.0} pkt/s {:.2} Mbit/s  cpu {}  rss {}  steal {}   ",
                 s.t_s,
                 s.joined,
                 planned,
@@ -285,6 +291,7 @@ fn spawn_sampler(pid: Option<u32>, totals: Arc<Totals>, planned: u64, start: Ins
                 s.rx_mbit_per_s,
                 s.cpu_pct.map_or("n/a".into(), |c| format!("{c:.0}%")),
                 s.rss_mb.map_or("n/a".into(), |r| format!("{r:.0} MB")),
+                s.steal_pct.map_or("n/a".into(), |p| format!("{p:.0}%")),
             );
             last = r;
             samples.push(s);

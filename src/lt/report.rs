@@ -23,6 +23,9 @@ pub struct Sample {
     /// CPU of the load tool itself (user + system), % of one core: near 100 % with
     /// one core for it, its own delays show in the latencies.
     pub lt_cpu_pct: Option<f64>,
+    /// The machine's CPU time a hypervisor gave to other guests (steal), % of all of
+    /// its CPU time: where it is high, the run's CPU and latency figures are suspect.
+    pub steal_pct: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -47,6 +50,8 @@ pub struct Report {
     pub sfu_cpu_avg_pct: Option<f64>,
     pub sfu_rss_max_mb: Option<f64>,
     pub lt_cpu_avg_pct: Option<f64>,
+    pub steal_avg_pct: Option<f64>,
+    pub steal_max_pct: Option<f64>,
     pub samples: Vec<Sample>,
 }
 
@@ -104,6 +109,43 @@ pub fn proc_usage(pid: u32) -> Option<ProcUsage> {
         sys_s: stime / 100.0,
         rss_mb: rss_kb / 1024.0,
     })
+}
+
+/// The machine's CPU time so far (`/proc/stat`, all CPUs, in ticks): all of it and
+/// the part stolen by the hypervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MachineTicks {
+    pub total: u64,
+    pub steal: u64,
+}
+
+impl MachineTicks {
+    pub fn read() -> Option<MachineTicks> {
+        Self::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// The aggregate `cpu` line: user nice system idle iowait irq softirq steal, then
+    /// guest times, which are already counted in user and nice.
+    fn parse(stat: &str) -> Option<MachineTicks> {
+        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+        let f: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|x| x.parse().ok())
+            .collect::<Option<_>>()?;
+        Some(MachineTicks {
+            total: f.iter().sum(),
+            steal: *f.get(7)?,
+        })
+    }
+
+    /// Steal between two readings, % of the machine's CPU time in between.
+    pub fn steal_pct_since(&self, before: &MachineTicks) -> Option<f64> {
+        let total = self.total.checked_sub(before.total).filter(|&t| t > 0)?;
+        let steal = self.steal.checked_sub(before.steal)?;
+        Some(steal as f64 * 100.0 / total as f64)
+    }
 }
 
 fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
@@ -165,6 +207,8 @@ impl Report {
             sfu_cpu_avg_pct: mean(samples.iter().filter_map(|s| s.cpu_pct)),
             sfu_rss_max_mb: samples.iter().filter_map(|s| s.rss_mb).reduce(f64::max),
             lt_cpu_avg_pct: mean(samples.iter().filter_map(|s| s.lt_cpu_pct)),
+            steal_avg_pct: mean(samples.iter().filter_map(|s| s.steal_pct)),
+            steal_max_pct: samples.iter().filter_map(|s| s.steal_pct).reduce(f64::max),
             samples,
         }
     }
@@ -218,6 +262,14 @@ impl Report {
             (
                 "load tool CPU avg".into(),
                 opt(self.lt_cpu_avg_pct, " % of a core"),
+            ),
+            (
+                "VM steal avg / max".into(),
+                format!(
+                    "{} / {} of the machine's CPU time",
+                    opt(self.steal_avg_pct, " %"),
+                    opt(self.steal_max_pct, " %")
+                ),
             ),
         ]);
         let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
@@ -292,5 +344,36 @@ impl Report {
                 .map_err(|e| e.to_string())?;
         }
         root.present().map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MachineTicks;
+
+    #[test]
+    fn steal_is_the_eighth_field_of_the_cpu_line_over_all_eight() {
+        let at = |user, idle, steal| {
+            MachineTicks::parse(&format!(
+                "cpu  {user} 0 50 {idle} 5 0 5 {steal} 400 0\ncpu0 1 2 3 4 5 6 7 8 9 10\nintr 1\n"
+            ))
+            .expect("parses")
+        };
+        let t0 = at(1000, 2000, 40);
+        assert_eq!(
+            t0,
+            MachineTicks {
+                total: 3100,
+                steal: 40
+            }
+        );
+        // 100 ticks go by: 60 user, 15 idle, 25 stolen (guest time is not added twice).
+        let t1 = at(1060, 2015, 65);
+        assert_eq!(t1.steal_pct_since(&t0), Some(25.0));
+        // No time between the readings, or a counter that went back: no figure.
+        assert_eq!(t0.steal_pct_since(&t0), None);
+        assert_eq!(t0.steal_pct_since(&t1), None);
+        assert!(MachineTicks::parse("cpu  1 2 x 4 5 6 7 8\n").is_none());
+        assert!(MachineTicks::parse("cpu  1 2 3\n").is_none());
     }
 }
