@@ -74,11 +74,14 @@ start_target() {
   rm -rf "$WORK/host-$target"
   env "${env[@]}" RUST_LOG=warn target/release/calls-host --listen "127.0.0.1:$port" \
     --data-dir "$WORK/host-$target" --plugin-bundle "$BUNDLE" > "$WORK/host-$target.log" 2>&1 &
-  PIDS+=($!)
+  local host=$!
+  PIDS+=($host)
   HOST_URL="http://127.0.0.1:$port"
   for _ in $(seq 1 100); do curl -sf "$HOST_URL/plugins/com.mattermost.calls/version" >/dev/null 2>&1 && break; sleep 0.2; done
   if [ "$target" = integrated ]; then
-    SFU_PID="$(pgrep -f "$WORK/host-$target/plugins" | head -1)"
+    # This host's own plugin process: one of the previous shape's may still be exiting.
+    SFU_PID="$(pgrep -P "$host" -f "$WORK/host-$target/plugins" | head -1)"
+    [ -n "$SFU_PID" ] || { echo "bench: the host started no plugin process (see $WORK/host-$target.log)" >&2; return 1; }
     taskset -p -c 0 "$SFU_PID" >/dev/null
     for t in /proc/"$SFU_PID"/task/*; do taskset -p -c 0 "$(basename "$t")" >/dev/null 2>&1 || true; done
   fi
@@ -86,12 +89,23 @@ start_target() {
 
 run_shape() {
   local target="$1" name="$2" calls="$3" parts="$4" unmuted="$5" sharers="$6"
-  start_target "$target"
   rm -rf "$OUT/$target-$name"
+  start_target "$target" 2>"$OUT/$target-$name.txt" || { stop_all; return 0; }
   taskset -c 1 target/release/calls-lt --url "$HOST_URL" --calls "$calls" --participants "$parts" \
     --unmuted "$unmuted" --sharers "$sharers" --duration "$DUR" --join-rate "$RATE" \
     --pid "$SFU_PID" --user-prefix "b$name" --out "$OUT/$target-$name" > "$OUT/$target-$name.txt" 2>"$OUT/$target-$name.progress" || true
+  stop_all
+}
+
+# Stops the host, its plugin and rtcd, and waits for them to be gone, so that the
+# next shape starts on an SFU that is alone on its core.
+stop_all() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; PIDS=()
+  for _ in $(seq 1 50); do
+    pgrep -f "$WORK/host-" >/dev/null || pgrep -f "target/release/rtcd --config $WORK" >/dev/null || break
+    sleep 0.2
+  done
+  pkill -9 -f "$WORK/host-" 2>/dev/null || true
   sleep 1
 }
 
@@ -118,6 +132,9 @@ for t in targets:
             rows.append((t, name, "failed: see " + os.path.join(out, f"{t}-{name}.txt"))); continue
         r = json.load(open(p))
         s = [x for x in r["samples"] if x.get("cpu_pct") is not None]
+        if not s:
+            rows.append((t, name, "no SFU CPU samples: its process was gone (see "
+                         + os.path.join(out, f"{t}-{name}.txt") + ")")); continue
         # Steady state: the last half of the run.
         half = s[len(s)//2:] or s
         cpu_s = sum(x["cpu_pct"] for x in half) / 100.0
