@@ -125,6 +125,9 @@ python3 - "$OUT" $TARGETS <<'PY'
 import json, os, sys
 out, targets = sys.argv[1], sys.argv[2:]
 rows = []
+# Join -> first media; an idle shape has no media, hence no such time.
+def ms(v):
+    return "n/a" if v is None else f"{v:.0f} ms"
 for t in targets:
     for name in os.environ.get("BENCH_SHAPES", "a b c d").split():
         p = os.path.join(out, f"{t}-{name}", "report.json")
@@ -150,7 +153,7 @@ for t in targets:
             us_user = user_s / pkts * 1e6 if pkts else float("nan")
             cost = f"{us:6.2f} us/pkt ({us_user:.2f} user)"
         rows.append((t, name, f"{cost}  {rss*1024/n:7.1f} KiB RSS/participant (max {rss:.0f} MB)  "
-                     f"loss {r['loss_pct']:.2f} %  join->media p50 {r['first_media_p50_ms'] or 0:.0f} ms p99 {r['first_media_p99_ms'] or 0:.0f} ms  "
+                     f"loss {r['loss_pct']:.2f} %  join->media p50 {ms(r['first_media_p50_ms'])} p99 {ms(r['first_media_p99_ms'])}  "
                      f"joins {r['joins_ok']}/{n}  {pkts/len(half):.0f} pkt/s  "
                      f"load tool {r.get('lt_cpu_avg_pct') or 0:.0f} % CPU  "
                      f"VM steal {r.get('steal_avg_pct') or 0:.1f} %"))

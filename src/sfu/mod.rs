@@ -1156,7 +1156,7 @@ impl Sfu {
     pub(crate) fn sealed_audio_mids(&self, session_id: &str) -> usize {
         self.peers.get(session_id).map_or(0, |p| {
             p.audio_paths
-                .values()
+                .iter()
                 .filter(|a| matches!(a, peer::AudioPath::Sealed(_)))
                 .count()
         })
