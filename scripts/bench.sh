@@ -100,12 +100,13 @@ run_shape() {
 # Stops the host, its plugin and rtcd, and waits for them to be gone, so that the
 # next shape starts on an SFU that is alone on its core.
 stop_all() {
+  local ours="$WORK/host-|target/release/rtcd --config $WORK"
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; PIDS=()
   for _ in $(seq 1 50); do
-    pgrep -f "$WORK/host-" >/dev/null || pgrep -f "target/release/rtcd --config $WORK" >/dev/null || break
+    pgrep -f "$ours" >/dev/null || break
     sleep 0.2
   done
-  pkill -9 -f "$WORK/host-" 2>/dev/null || true
+  pkill -9 -f "$ours" 2>/dev/null || true
   sleep 1
 }
 
