@@ -112,7 +112,12 @@ impl DtlsProvider for CapturingDtls {
     ) -> Result<Box<dyn DtlsInstance>, CryptoError> {
         let inner = self.base.new_dtls(cert, now, dtls_version, mtu)?;
         match ARMED.with(|a| a.borrow_mut().take()) {
-            Some(slot) => Ok(Box::new(CapturingInstance { inner, slot })),
+            Some(slot) => Ok(Box::new(CapturingInstance {
+                inner,
+                slot,
+                captured: false,
+                idle: None,
+            })),
             None => Ok(inner),
         }
     }
@@ -126,31 +131,53 @@ impl DtlsProvider for CapturingDtls {
 struct CapturingInstance {
     inner: Box<dyn DtlsInstance>,
     slot: Arc<KeySlot>,
+    /// The keys went to the slot: the handshake is over.
+    captured: bool,
+    /// After the handshake, the timeout the inner instance last answered a poll with,
+    /// while nothing was given to it since. str0m polls DTLS on every `poll_output`
+    /// (before any media event), hundreds of thousands of times a second for nothing
+    /// on a busy SFU; the instance only changes through its inputs, so until the next
+    /// one the answer stays the same.
+    idle: Option<Instant>,
 }
 
 impl DtlsInstance for CapturingInstance {
     fn set_active(&mut self, active: bool) {
+        self.idle = None;
         self.slot.active.store(active, Ordering::Relaxed);
         self.inner.set_active(active)
     }
 
     fn handle_packet(&mut self, packet: &[u8]) -> Result<(), DtlsImplError> {
+        self.idle = None;
         self.inner.handle_packet(packet)
     }
 
     fn poll_output<'a>(&mut self, buf: &'a mut [u8]) -> DtlsOutput<'a> {
+        if let Some(t) = self.idle {
+            return DtlsOutput::Timeout(t);
+        }
         let out = self.inner.poll_output(buf);
-        if let DtlsOutput::KeyingMaterial(material, profile) = &out {
-            let _ = self.slot.keys.set((*profile, material.to_vec()));
+        match &out {
+            DtlsOutput::KeyingMaterial(material, profile) => {
+                let _ = self.slot.keys.set((*profile, material.to_vec()));
+                self.captured = true;
+            }
+            // Only after the handshake: while it runs, a poll may hand out a
+            // retransmission timer once and an idle timeout after it.
+            DtlsOutput::Timeout(t) if self.captured => self.idle = Some(*t),
+            _ => {}
         }
         out
     }
 
     fn handle_timeout(&mut self, now: Instant) -> Result<(), DtlsImplError> {
+        self.idle = None;
         self.inner.handle_timeout(now)
     }
 
     fn send_application_data(&mut self, data: &[u8]) -> Result<(), DtlsImplError> {
+        self.idle = None;
         self.inner.send_application_data(data)
     }
 
@@ -171,6 +198,7 @@ impl DtlsInstance for CapturingInstance {
     }
 
     fn close(&mut self) -> Result<(), DtlsImplError> {
+        self.idle = None;
         self.inner.close()
     }
 }
@@ -355,6 +383,116 @@ aead_cipher!(AeadAes256GcmCipher, Aes256Gcm);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use str0m::crypto::dtls::KeyingMaterial;
+
+    /// A DTLS instance that hands out keying material at its first poll if told to,
+    /// and a timeout at every other, counting the polls that reach it.
+    #[derive(Debug)]
+    struct Scripted {
+        polls: Arc<AtomicUsize>,
+        keys_first: bool,
+        at: Instant,
+    }
+
+    impl DtlsInstance for Scripted {
+        fn set_active(&mut self, _: bool) {}
+        fn handle_packet(&mut self, _: &[u8]) -> Result<(), DtlsImplError> {
+            Ok(())
+        }
+        fn poll_output<'a>(&mut self, _: &'a mut [u8]) -> DtlsOutput<'a> {
+            let n = self.polls.fetch_add(1, Ordering::Relaxed);
+            if self.keys_first && n == 0 {
+                return DtlsOutput::KeyingMaterial(
+                    KeyingMaterial::new(&[1; 60]),
+                    SrtpProfile::AEAD_AES_128_GCM,
+                );
+            }
+            DtlsOutput::Timeout(self.at)
+        }
+        fn handle_timeout(&mut self, _: Instant) -> Result<(), DtlsImplError> {
+            Ok(())
+        }
+        fn send_application_data(&mut self, _: &[u8]) -> Result<(), DtlsImplError> {
+            Ok(())
+        }
+        fn is_active(&self) -> bool {
+            false
+        }
+        fn protocol_version(&self) -> Option<ProtocolVersion> {
+            None
+        }
+        fn close(&mut self) -> Result<(), DtlsImplError> {
+            Ok(())
+        }
+    }
+
+    fn capturing(keys_first: bool) -> (CapturingInstance, Arc<AtomicUsize>, Instant) {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let at = Instant::now() + std::time::Duration::from_secs(5);
+        let inner = Box::new(Scripted {
+            polls: polls.clone(),
+            keys_first,
+            at,
+        });
+        let c = CapturingInstance {
+            inner,
+            slot: Arc::new(KeySlot::default()),
+            captured: false,
+            idle: None,
+        };
+        (c, polls, at)
+    }
+
+    fn timeout(d: DtlsOutput<'_>) -> Option<Instant> {
+        match d {
+            DtlsOutput::Timeout(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// After the handshake, a poll with no input since the last one is answered from
+    /// that answer; any input sends the next poll to the instance again. During the
+    /// handshake every poll reaches it.
+    #[test]
+    fn idle_dtls_polls_after_the_handshake_do_not_reach_the_instance() {
+        let mut buf = [0u8; 2048];
+        let (mut c, polls, _) = capturing(false);
+        c.poll_output(&mut buf);
+        c.poll_output(&mut buf);
+        assert_eq!(
+            polls.load(Ordering::Relaxed),
+            2,
+            "no keys yet: every poll reaches it"
+        );
+
+        let (mut c, polls, at) = capturing(true);
+        assert!(matches!(
+            c.poll_output(&mut buf),
+            DtlsOutput::KeyingMaterial(..)
+        ));
+        assert!(c.slot.get().is_some(), "the keys reached the slot");
+        assert_eq!(timeout(c.poll_output(&mut buf)), Some(at));
+        assert_eq!(timeout(c.poll_output(&mut buf)), Some(at));
+        assert_eq!(timeout(c.poll_output(&mut buf)), Some(at));
+        assert_eq!(polls.load(Ordering::Relaxed), 2);
+        let inputs: [fn(&mut CapturingInstance); 4] = [
+            |c| c.handle_packet(&[]).expect("packet"),
+            |c| c.handle_timeout(Instant::now()).expect("timeout"),
+            |c| c.send_application_data(b"x").expect("data"),
+            |c| c.close().expect("close"),
+        ];
+        for (i, input) in inputs.iter().enumerate() {
+            input(&mut c);
+            assert_eq!(timeout(c.poll_output(&mut buf)), Some(at));
+            assert_eq!(timeout(c.poll_output(&mut buf)), Some(at));
+            assert_eq!(
+                polls.load(Ordering::Relaxed),
+                3 + i,
+                "input {i}: one poll reached it"
+            );
+        }
+    }
 
     const IV: [u8; 12] = [7; 12];
     const AAD: &[u8] = b"rtp header, 12+ bytes";

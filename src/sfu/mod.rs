@@ -32,7 +32,7 @@ use datachannel::{DcMessage, SessionDescription};
 use egress::DatagramPool;
 use observe::{NoObserver, RtcObserver, DIR_IN, DIR_OUT};
 use peer::{Cross, Fan, FanOut, Inbound, OutTrack, Peer, PeerReport, PendingOffer, QueuedTrack};
-use peers::Peers;
+use peers::{Peers, Slot};
 use simulcast::Layering;
 
 /// A session id inside the core: cloned on every forwarded packet, so shared.
@@ -209,12 +209,15 @@ pub struct Sfu {
     /// Buffers of sent datagrams, for the next sealed voice packets (`recycle`).
     datagrams: DatagramPool,
     calls: FastMap<String, Vec<Sid>>,
-    /// Remote address → session, learned from accepted datagrams (saves scanning).
-    routes: FastMap<SocketAddr, Sid>,
-    /// Sessions with output to drain: they got input, forwarded media or an offer.
-    /// The flag: whether anything but forwarded audio happened to the session since
-    /// its last drain (`Peer::drain`: only then must it poll str0m to the end).
-    dirty: FastMap<Sid, bool>,
+    /// Remote address → session's slot, learned from accepted datagrams (saves
+    /// scanning). Slots, not ids: a datagram in hashes no session id. A removed
+    /// session's routes go with it, before its slot can be given to another.
+    routes: FastMap<SocketAddr, Slot>,
+    /// Sessions (by slot) with output to drain: they got input, forwarded media or an
+    /// offer. The flag: whether anything but forwarded audio happened to the session
+    /// since its last drain (`Peer::drain`: only then must it poll str0m to the end).
+    /// A removed session's entry goes with it.
+    dirty: FastMap<Slot, bool>,
     /// Sessions with tracks queued or ended, waiting for a server offer (so offers
     /// are not looked for in every session at every poll).
     offer_wanted: FastSet<Sid>,
@@ -350,14 +353,14 @@ impl Sfu {
             self.offer_wanted.insert(sid.clone());
         }
         members.push(sid.clone());
-        self.peers.insert(sid.clone(), peer);
         self.watched.insert(sid.clone());
-        self.dirty.insert(sid, true);
+        let slot = self.peers.insert(sid, peer);
+        self.dirty.insert(slot, true);
         Ok(())
     }
 
     pub fn remove_session(&mut self, session_id: &str) {
-        let Some((sid, mut peer)) = self.peers.remove_entry(session_id) else {
+        let Some((slot, sid, mut peer)) = self.peers.remove_entry(session_id) else {
             return;
         };
         // Its slot may go to the next session: no fan-out list may point at it.
@@ -375,8 +378,8 @@ impl Sfu {
         }
         peer.rtp
             .flush(&peer.group, &*self.observer, TrackType::PREFIXES);
-        self.routes.retain(|_, s| *s != sid);
-        self.dirty.remove(&sid);
+        self.routes.retain(|_, s| *s != slot);
+        self.dirty.remove(&slot);
         self.offer_wanted.remove(&sid);
         self.watched.remove(&sid);
         if let Some(members) = self.calls.get_mut(&peer.call_id) {
@@ -394,11 +397,17 @@ impl Sfu {
 
     /// The session, marked for draining: every command may produce output.
     fn peer(&mut self, session_id: &str) -> Result<&mut Peer, SfuError> {
-        let sid = self.sid(session_id)?;
-        self.dirty.insert(sid.clone(), true);
-        self.peers
-            .get_mut(&sid)
-            .ok_or_else(|| SfuError::UnknownSession(session_id.to_string()))
+        let unknown = || SfuError::UnknownSession(session_id.to_string());
+        let slot = self.peers.slot(session_id).ok_or_else(unknown)?;
+        self.dirty.insert(slot, true);
+        self.peers.at_mut(slot).ok_or_else(unknown)
+    }
+
+    /// Marks a session for a full drain (see `dirty`).
+    fn stir(&mut self, sid: &str) {
+        if let Some(slot) = self.peers.slot(sid) {
+            self.dirty.insert(slot, true);
+        }
     }
 
     /// The core's shared id of a session.
@@ -602,7 +611,7 @@ impl Sfu {
                 if let Some(mut w) = s.rtc.writer(src_mid) {
                     let _ = w.request_keyframe(None, KeyframeRequestKind::Pli);
                 }
-                self.dirty.insert(src, true);
+                self.stir(&src);
             }
         }
     }
@@ -632,35 +641,31 @@ impl Sfu {
         let known = self
             .routes
             .get(&source)
-            .filter(|sid| self.peers.get(*sid).is_some_and(|p| p.rtc.accepts(&input)))
-            .cloned();
+            .copied()
+            .filter(|&slot| self.peers.at(slot).is_some_and(|p| p.rtc.accepts(&input)));
         // Unknown source (first STUN check, or a new path): ask every peer once.
-        let sid = known.or_else(|| {
-            self.peers
-                .iter()
-                .find(|(_, p)| p.rtc.accepts(&input))
-                .map(|(sid, _)| sid.clone())
-        });
-        let Some(sid) = sid else {
+        let Some(slot) = known.or_else(|| self.peers.find_slot(|p| p.rtc.accepts(&input))) else {
             return false;
         };
-        let Some(peer) = self.peers.get_mut(&sid) else {
+        let Some((sid, peer)) = self.peers.entry_at_mut(slot) else {
             return false;
         };
         if let Err(e) = peer.rtc.handle_input(input) {
             tracing::warn!(session_id = %sid, error = %e, "rtc input failed");
             self.observer.error(&peer.group, "ice");
         }
-        self.routes.insert(source, sid.clone());
+        if known.is_none() {
+            self.routes.insert(source, slot);
+        }
         if media {
             self.last_media = Some(now);
         }
         if media && peer.audio_only_publisher() {
             // Audio in alone does not stir the session (see `Peer::drain`).
             peer.audio_in += 1;
-            self.dirty.entry(sid).or_insert(false);
+            self.dirty.entry(slot).or_insert(false);
         } else {
-            self.dirty.insert(sid, true);
+            self.dirty.insert(slot, true);
         }
         true
     }
@@ -702,15 +707,15 @@ impl Sfu {
                 break;
             }
             let mut cross = Vec::new();
-            for (sid, stirred) in std::mem::take(&mut self.dirty) {
-                let Some(peer) = self.peers.get_mut(&sid) else {
+            for (slot, stirred) in std::mem::take(&mut self.dirty) {
+                let Some((sid, peer)) = self.peers.entry_at_mut(slot) else {
                     continue;
                 };
-                let open = peer.drain(&sid, now, stirred, out, &mut cross);
+                let open = peer.drain(sid, now, stirred, out, &mut cross);
                 peer.report(now, &*self.observer);
-                schedule(&mut self.timers, peer, &sid, self.epoch);
+                schedule(&mut self.timers, peer, sid, self.epoch);
                 if !open {
-                    closed.push(sid);
+                    closed.push(sid.clone());
                 }
             }
             self.route(now, cross, out);
@@ -760,7 +765,10 @@ impl Sfu {
     /// cost follows the due timers, not the number of sessions).
     fn fire_timers(&mut self, now: Instant) {
         while let Some((t, sid)) = self.timers.pop_due(now) {
-            let Some(peer) = self.peers.get_mut(&sid) else {
+            let Some(slot) = self.peers.slot(&sid) else {
+                continue;
+            };
+            let Some(peer) = self.peers.at_mut(slot) else {
                 continue;
             };
             if peer.scheduled != Some(t) {
@@ -771,7 +779,7 @@ impl Sfu {
                 Some(due) if due <= now => {
                     peer.handle_timeout(&sid, now);
                     peer.timeout = None;
-                    self.dirty.insert(sid, true);
+                    self.dirty.insert(slot, true);
                 }
                 Some(_) => schedule(&mut self.timers, peer, &sid, self.epoch),
                 None => {}
@@ -786,7 +794,10 @@ impl Sfu {
     fn housekeeping(&mut self, now: Instant, closed: &mut Vec<Sid>) {
         let peers = &mut self.peers;
         self.watched.retain(|sid| {
-            let Some(peer) = peers.get_mut(sid) else {
+            let Some(slot) = peers.slot(sid) else {
+                return false;
+            };
+            let Some(peer) = peers.at_mut(slot) else {
                 return false;
             };
             let connected = peer.rtc.is_connected();
@@ -806,7 +817,7 @@ impl Sfu {
                 tracing::warn!(session_id = %sid, "server offer not answered, retrying");
                 withdraw_offer(peer, &mut self.fan_epoch);
                 self.offer_wanted.insert(sid.clone());
-                self.dirty.insert(sid.clone(), true);
+                self.dirty.insert(slot, true);
             }
             let mut talking = false;
             for inb in peer.inbound.values_mut() {
@@ -877,7 +888,7 @@ impl Sfu {
                         if let Some(mut w) = s.rtc.writer(src_mid) {
                             let _ = w.request_keyframe(rid, kind);
                         }
-                        self.dirty.insert(src, true);
+                        self.stir(&src);
                     }
                 }
             }
@@ -1027,7 +1038,7 @@ impl Sfu {
                     // One RTP packet per audio frame; a video frame may make several,
                     // so it stirs the session like any other input.
                     p.audio_writes += u32::from(audio);
-                    *self.dirty.entry(other.clone()).or_default() |= !audio;
+                    *self.dirty.entry(fan.slot).or_default() |= !audio;
                     true
                 }
             };
@@ -1051,13 +1062,13 @@ impl Sfu {
             };
         }
         if !keyframe_requests.is_empty() {
-            if let Some(s) = self.peers.get_mut(src) {
+            if let Some(s) = self.peers.at_mut(src_slot) {
                 for rid in keyframe_requests {
                     if let Some(mut w) = s.rtc.writer(data.mid) {
                         let _ = w.request_keyframe(Some(rid), KeyframeRequestKind::Pli);
                     }
                 }
-                self.dirty.insert(src.clone(), true);
+                self.dirty.insert(src_slot, true);
             }
         }
     }
@@ -1069,7 +1080,10 @@ impl Sfu {
         // Taken whole: a session still blocked (offer in flight, not connected, no
         // data channel, client lock) is put back.
         for sid in std::mem::take(&mut self.offer_wanted) {
-            let Some(peer) = self.peers.get_mut(&sid) else {
+            let Some(slot) = self.peers.slot(&sid) else {
+                continue;
+            };
+            let Some(peer) = self.peers.at_mut(slot) else {
                 continue;
             };
             if peer.queued.is_empty() && peer.removing.is_empty() {
@@ -1138,7 +1152,7 @@ impl Sfu {
             });
             // Unanswered, it is withdrawn after `offer_timeout`: housekeeping watches.
             self.watched.insert(sid.clone());
-            self.dirty.insert(sid.clone(), true);
+            self.dirty.insert(slot, true);
             let json = SessionDescription::offer(offer.to_sdp_string()).to_json();
             if !(peer.dc_signaling && peer.dc_send_sdp(&json)) {
                 out.push(Output::Offer {

@@ -77,6 +77,20 @@ impl Peers {
         self.slots.get_mut(slot).map(|(_, p)| &mut **p)
     }
 
+    /// The session at a slot with its id: what a datagram routed by source address
+    /// reaches without hashing the id.
+    pub fn entry_at_mut(&mut self, slot: Slot) -> Option<(&Sid, &mut Peer)> {
+        self.slots.get_mut(slot).map(|(sid, p)| (&*sid, &mut **p))
+    }
+
+    /// The first session `f` is true of.
+    pub fn find_slot(&self, mut f: impl FnMut(&Peer) -> bool) -> Option<Slot> {
+        self.slots
+            .iter()
+            .find(|(_, (_, p))| f(p))
+            .map(|(slot, _)| slot)
+    }
+
     /// Adds a session whose id is not taken (the caller checked).
     pub fn insert(&mut self, sid: Sid, peer: Box<Peer>) -> Slot {
         let slot = self.slots.insert((sid.clone(), peer));
@@ -87,15 +101,18 @@ impl Peers {
         slot
     }
 
-    pub fn remove_entry<Q>(&mut self, id: &Q) -> Option<(Sid, Box<Peer>)>
+    /// Removes a session: its slot (free for the next session), id and peer.
+    pub fn remove_entry<Q>(&mut self, id: &Q) -> Option<(Slot, Sid, Box<Peer>)>
     where
         Sid: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
         let slot = self.by_id.remove(id)?;
-        self.slots.try_remove(slot)
+        let (sid, peer) = self.slots.try_remove(slot)?;
+        Some((slot, sid, peer))
     }
 
+    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = (&Sid, &Peer)> {
         self.slots.iter().map(|(_, (sid, p))| (sid, &**p))
     }
@@ -128,7 +145,10 @@ mod tests {
         let sb = peers.insert(b.clone(), peer());
         assert_ne!(sa, sb);
         assert_eq!(peers.slot("b"), Some(sb));
-        let (gone, _) = peers.remove_entry("a").expect("a was there");
+        assert_eq!(peers.find_slot(|p| p.call_id == "call"), Some(sa));
+        assert_eq!(peers.entry_at_mut(sb).map(|(s, _)| &**s), Some("b"));
+        let (at, gone, _) = peers.remove_entry("a").expect("a was there");
+        assert_eq!(at, sa);
         assert!(Sid::ptr_eq(&gone, &a));
         assert!(peers.get("a").is_none());
         assert!(peers.at(sa).is_none());

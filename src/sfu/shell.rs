@@ -16,12 +16,14 @@
 //! at that interval (`Pacing`): a batch per wake-up instead of a wake-up per packet.
 
 use std::collections::HashMap;
-use std::io::IoSlice;
+use std::io::{IoSlice, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Instant;
 
-use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
+use nix::sys::socket::{
+    recvmmsg, sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage,
+};
 use tokio::io::Interest;
 
 use str0m::net::Protocol;
@@ -282,15 +284,9 @@ impl Io {
         }
     }
 
-    fn on_datagram(&mut self, sfu: &mut Sfu, src: SocketAddr, data: &[u8]) {
+    fn on_datagram(&mut self, sfu: &mut Sfu, now: Instant, src: SocketAddr, data: &[u8]) {
         // The destination is the advertised address: that is what clients send to.
-        if !sfu.handle_receive(
-            Instant::now(),
-            Protocol::Udp,
-            src,
-            self.udp_advertised,
-            data,
-        ) {
+        if !sfu.handle_receive(now, Protocol::Udp, src, self.udp_advertised, data) {
             tracing::debug!(%src, len = data.len(), "datagram for no session dropped");
         }
     }
@@ -354,27 +350,47 @@ impl Io {
         }
     }
 
-    /// Reads what is queued on the socket into the core, at most `limit` datagrams:
+    /// Reads what is queued on the socket into the core, one `recvmmsg` per up to
+    /// `BATCH` datagrams (a paced read finds tens: one system call, not one each):
     /// how many were read, and whether the socket was emptied (else more is waiting).
-    fn read_udp(&mut self, sfu: &mut Sfu, buf: &mut [u8], limit: usize) -> (usize, bool) {
+    fn read_udp(&mut self, sfu: &mut Sfu, bufs: &mut RecvBufs) -> (usize, bool) {
         let mut read = 0;
-        for _ in 0..limit {
+        // Failed calls (an ICMP error of an earlier send, an interruption) before
+        // giving up until the next wake-up.
+        let mut failures = 0;
+        while failures < BATCH {
             let r = match &self.udp {
                 // Clears the runtime's readiness on WouldBlock: the next wait is for
                 // a datagram that comes after this read.
-                Some(Udp::Live(u)) => u.try_recv_from(buf),
-                Some(Udp::Parked(u)) => u.recv_from(buf),
+                Some(Udp::Live(u)) => u.try_io(Interest::READABLE, || bufs.recv(u.as_raw_fd())),
+                Some(Udp::Parked(u)) => bufs.recv(u.as_raw_fd()),
                 None => return (read, true),
             };
             match r {
-                Ok((n, src)) => {
-                    read += 1;
-                    self.on_datagram(sfu, src, &buf[..n]);
+                Ok(n) => {
+                    read += n;
+                    // One clock reading for the batch: it was all queued by now.
+                    let now = Instant::now();
+                    for (src, data) in bufs.datagrams() {
+                        self.on_datagram(sfu, now, src, data);
+                    }
+                    // A short batch emptied the socket (what came after waits for
+                    // the next read; a live socket's readiness is still set).
+                    if n < BATCH {
+                        return (read, true);
+                    }
+                    if read >= BATCH {
+                        return (read, false);
+                    }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return (read, true),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                // ICMP errors of earlier sends surface here (ECONNREFUSED): not fatal.
-                Err(e) => tracing::debug!(error = %e, "udp receive failed"),
+                Err(e) => {
+                    failures += 1;
+                    // ICMP errors of earlier sends surface here (ECONNREFUSED): not fatal.
+                    if e.kind() != std::io::ErrorKind::Interrupted {
+                        tracing::debug!(error = %e, "udp receive failed");
+                    }
+                }
             }
         }
         (read, false)
@@ -490,6 +506,70 @@ async fn send_when_writable(
     }
 }
 
+/// The largest datagram read whole; a longer one is cut (nothing we accept is).
+const DATAGRAM_MAX: usize = 2048;
+
+/// Room for one `recvmmsg` of `BATCH` datagrams, and what the last one read.
+struct RecvBufs {
+    data: Vec<u8>,
+    /// (length, source) of each datagram of the last read, in `data`'s slots.
+    got: Vec<(usize, Option<SocketAddr>)>,
+}
+
+impl RecvBufs {
+    fn new() -> RecvBufs {
+        RecvBufs {
+            data: vec![0; BATCH * DATAGRAM_MAX],
+            got: Vec::with_capacity(BATCH),
+        }
+    }
+
+    /// One non-blocking `recvmmsg`: how many datagrams it read (at least one, or an
+    /// error such as WouldBlock).
+    fn recv(&mut self, fd: RawFd) -> std::io::Result<usize> {
+        self.got.clear();
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+        let mut slices: Vec<[IoSliceMut<'_>; 1]> = self
+            .data
+            .chunks_mut(DATAGRAM_MAX)
+            .map(|c| [IoSliceMut::new(c)])
+            .collect();
+        let results = recvmmsg(
+            fd,
+            &mut headers,
+            slices.iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        )
+        .map_err(std::io::Error::from)?;
+        for r in results {
+            // A datagram without an IP source keeps its slot (so that the others stay
+            // aligned with theirs) and is skipped.
+            let src = r.address.as_ref().and_then(socket_addr);
+            self.got.push((r.bytes.min(DATAGRAM_MAX), src));
+        }
+        if self.got.is_empty() {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        Ok(self.got.len())
+    }
+
+    /// The datagrams of the last read, with their sources.
+    fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
+        self.got
+            .iter()
+            .zip(self.data.chunks(DATAGRAM_MAX))
+            .filter_map(|((len, src), slot)| Some(((*src)?, &slot[..*len])))
+    }
+}
+
+fn socket_addr(s: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = s.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    s.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
+}
+
 /// One sendmmsg call; returns how many datagrams went out (at least one, or an error).
 fn send_batch(fd: RawFd, chunk: &[(SocketAddr, Vec<u8>)]) -> std::io::Result<usize> {
     let slices: Vec<[IoSlice<'_>; 1]> = chunk.iter().map(|(_, d)| [IoSlice::new(d)]).collect();
@@ -521,7 +601,7 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Command>,
     notes: mpsc::UnboundedSender<Note>,
 ) {
-    let mut buf = vec![0u8; 2048];
+    let mut bufs = RecvBufs::new();
     let mut out = Vec::new();
     let mut next_reap = Instant::now() + std::time::Duration::from_secs(1);
     // One timer, moved when the core's deadline moves, rather than a new one per turn.
@@ -554,7 +634,7 @@ async fn run(
         }
         // Whatever woke the loop, what waits on the socket goes into this poll (one
         // failed read when nothing does).
-        let (read, emptied) = io.read_udp(&mut sfu, &mut buf, BATCH);
+        let (read, emptied) = io.read_udp(&mut sfu, &mut bufs);
         more = !emptied;
         let now = Instant::now();
         if now >= next_reap {
@@ -679,9 +759,49 @@ pub fn default_host_ip() -> IpAddr {
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsRawFd;
     use std::time::{Duration, Instant};
 
-    use super::{Pacing, PACED_READ_EVERY};
+    use super::{Pacing, RecvBufs, BATCH, DATAGRAM_MAX, PACED_READ_EVERY};
+
+    /// One `recvmmsg` hands each datagram over whole with its own source, a datagram
+    /// longer than a slot is cut to the slot, more than a batch waits for the next
+    /// call, and an empty socket says WouldBlock.
+    #[test]
+    fn a_batch_read_keeps_each_datagram_with_its_source() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        rx.set_nonblocking(true).expect("nonblocking");
+        let to = rx.local_addr().expect("addr");
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let mut bufs = RecvBufs::new();
+        let e = bufs.recv(rx.as_raw_fd()).expect_err("nothing was sent");
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+
+        let long = vec![9u8; DATAGRAM_MAX + 100];
+        a.send_to(b"first", to).expect("send");
+        b.send_to(&[2; 300], to).expect("send");
+        a.send_to(&long, to).expect("send");
+        // Loopback delivers synchronously: all three are queued now.
+        assert_eq!(bufs.recv(rx.as_raw_fd()).expect("read"), 3);
+        let got: Vec<_> = bufs.datagrams().map(|(s, d)| (s, d.to_vec())).collect();
+        let (sa, sb) = (a.local_addr().expect("a"), b.local_addr().expect("b"));
+        assert_eq!(got[0], (sa, b"first".to_vec()));
+        assert_eq!(got[1], (sb, vec![2; 300]));
+        assert_eq!(got[2], (sa, vec![9; DATAGRAM_MAX]));
+
+        for i in 0..BATCH + 5 {
+            b.send_to(&[i as u8; 10], to).expect("send");
+        }
+        assert_eq!(bufs.recv(rx.as_raw_fd()).expect("read"), BATCH);
+        assert!(bufs
+            .datagrams()
+            .enumerate()
+            .all(|(i, (s, d))| s == sb && d == [i as u8; 10]));
+        assert_eq!(bufs.recv(rx.as_raw_fd()).expect("read"), 5);
+        let last: Vec<u8> = bufs.datagrams().map(|(_, d)| d[0]).collect();
+        assert_eq!(last, (BATCH as u8..BATCH as u8 + 5).collect::<Vec<_>>());
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
