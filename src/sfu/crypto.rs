@@ -115,7 +115,6 @@ impl DtlsProvider for CapturingDtls {
             Some(slot) => Ok(Box::new(CapturingInstance {
                 inner,
                 slot,
-                captured: false,
                 idle: None,
             })),
             None => Ok(inner),
@@ -131,8 +130,6 @@ impl DtlsProvider for CapturingDtls {
 struct CapturingInstance {
     inner: Box<dyn DtlsInstance>,
     slot: Arc<KeySlot>,
-    /// The keys went to the slot: the handshake is over.
-    captured: bool,
     /// After the handshake, the timeout the inner instance last answered a poll with,
     /// while nothing was given to it since. str0m polls DTLS on every `poll_output`
     /// (before any media event), hundreds of thousands of times a second for nothing
@@ -161,11 +158,10 @@ impl DtlsInstance for CapturingInstance {
         match &out {
             DtlsOutput::KeyingMaterial(material, profile) => {
                 let _ = self.slot.keys.set((*profile, material.to_vec()));
-                self.captured = true;
             }
-            // Only after the handshake: while it runs, a poll may hand out a
-            // retransmission timer once and an idle timeout after it.
-            DtlsOutput::Timeout(t) if self.captured => self.idle = Some(*t),
+            // Only after the handshake (the keys are in the slot): while it runs, a
+            // poll may hand out a retransmission timer once and an idle timeout after.
+            DtlsOutput::Timeout(t) if self.slot.keys.get().is_some() => self.idle = Some(*t),
             _ => {}
         }
         out
@@ -438,7 +434,6 @@ mod tests {
         let c = CapturingInstance {
             inner,
             slot: Arc::new(KeySlot::default()),
-            captured: false,
             idle: None,
         };
         (c, polls, at)

@@ -397,17 +397,12 @@ impl Sfu {
 
     /// The session, marked for draining: every command may produce output.
     fn peer(&mut self, session_id: &str) -> Result<&mut Peer, SfuError> {
-        let unknown = || SfuError::UnknownSession(session_id.to_string());
-        let slot = self.peers.slot(session_id).ok_or_else(unknown)?;
+        let (slot, peer) = self
+            .peers
+            .slot_mut(session_id)
+            .ok_or_else(|| SfuError::UnknownSession(session_id.to_string()))?;
         self.dirty.insert(slot, true);
-        self.peers.at_mut(slot).ok_or_else(unknown)
-    }
-
-    /// Marks a session for a full drain (see `dirty`).
-    fn stir(&mut self, sid: &str) {
-        if let Some(slot) = self.peers.slot(sid) {
-            self.dirty.insert(slot, true);
-        }
+        Ok(peer)
     }
 
     /// The core's shared id of a session.
@@ -607,11 +602,11 @@ impl Sfu {
             .map(|o| (o.source.clone(), o.source_mid))
             .collect();
         for (src, src_mid) in sources {
-            if let Some(s) = self.peers.get_mut(&src) {
+            if let Some((slot, s)) = self.peers.slot_mut(&src) {
                 if let Some(mut w) = s.rtc.writer(src_mid) {
                     let _ = w.request_keyframe(None, KeyframeRequestKind::Pli);
                 }
-                self.stir(&src);
+                self.dirty.insert(slot, true);
             }
         }
     }
@@ -765,10 +760,7 @@ impl Sfu {
     /// cost follows the due timers, not the number of sessions).
     fn fire_timers(&mut self, now: Instant) {
         while let Some((t, sid)) = self.timers.pop_due(now) {
-            let Some(slot) = self.peers.slot(&sid) else {
-                continue;
-            };
-            let Some(peer) = self.peers.at_mut(slot) else {
+            let Some((slot, peer)) = self.peers.slot_mut(&sid) else {
                 continue;
             };
             if peer.scheduled != Some(t) {
@@ -794,10 +786,7 @@ impl Sfu {
     fn housekeeping(&mut self, now: Instant, closed: &mut Vec<Sid>) {
         let peers = &mut self.peers;
         self.watched.retain(|sid| {
-            let Some(slot) = peers.slot(sid) else {
-                return false;
-            };
-            let Some(peer) = peers.at_mut(slot) else {
+            let Some((slot, peer)) = peers.slot_mut(sid) else {
                 return false;
             };
             let connected = peer.rtc.is_connected();
@@ -884,11 +873,11 @@ impl Sfu {
                     // A layered source is asked for the layer this subscriber gets.
                     let rid = o.layers.as_ref().and_then(|l| l.current());
                     let (src, src_mid) = (o.source.clone(), o.source_mid);
-                    if let Some(s) = self.peers.get_mut(&src) {
+                    if let Some((slot, s)) = self.peers.slot_mut(&src) {
                         if let Some(mut w) = s.rtc.writer(src_mid) {
                             let _ = w.request_keyframe(rid, kind);
                         }
-                        self.stir(&src);
+                        self.dirty.insert(slot, true);
                     }
                 }
             }
@@ -1080,10 +1069,7 @@ impl Sfu {
         // Taken whole: a session still blocked (offer in flight, not connected, no
         // data channel, client lock) is put back.
         for sid in std::mem::take(&mut self.offer_wanted) {
-            let Some(slot) = self.peers.slot(&sid) else {
-                continue;
-            };
-            let Some(peer) = self.peers.at_mut(slot) else {
+            let Some((slot, peer)) = self.peers.slot_mut(&sid) else {
                 continue;
             };
             if peer.queued.is_empty() && peer.removing.is_empty() {

@@ -57,7 +57,18 @@ impl Peers {
         Sid: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.slot(id).and_then(|s| self.at_mut(s))
+        self.slot_mut(id).map(|(_, p)| p)
+    }
+
+    /// A session by id with its slot: for callers that mark it in the core's
+    /// slot-keyed sets after working on it (one lookup, not two).
+    pub fn slot_mut<Q>(&mut self, id: &Q) -> Option<(Slot, &mut Peer)>
+    where
+        Sid: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let slot = self.slot(id)?;
+        Some((slot, self.at_mut(slot)?))
     }
 
     /// The core's shared id of a session.
@@ -147,6 +158,7 @@ mod tests {
         assert_eq!(peers.slot("b"), Some(sb));
         assert_eq!(peers.find_slot(|p| p.call_id == "call"), Some(sa));
         assert_eq!(peers.entry_at_mut(sb).map(|(s, _)| &**s), Some("b"));
+        assert_eq!(peers.slot_mut("b").map(|(s, _)| s), Some(sb));
         let (at, gone, _) = peers.remove_entry("a").expect("a was there");
         assert_eq!(at, sa);
         assert!(Sid::ptr_eq(&gone, &a));

@@ -354,21 +354,18 @@ impl Io {
     /// `BATCH` datagrams (a paced read finds tens: one system call, not one each):
     /// how many were read, and whether the socket was emptied (else more is waiting).
     fn read_udp(&mut self, sfu: &mut Sfu, bufs: &mut RecvBufs) -> (usize, bool) {
-        let mut read = 0;
-        // Failed calls (an ICMP error of an earlier send, an interruption) before
-        // giving up until the next wake-up.
-        let mut failures = 0;
-        while failures < BATCH {
+        // Only failed calls (an ICMP error of an earlier send, an interruption) are
+        // retried, a bounded number of times before waiting for the next wake-up.
+        for _ in 0..BATCH {
             let r = match &self.udp {
                 // Clears the runtime's readiness on WouldBlock: the next wait is for
                 // a datagram that comes after this read.
                 Some(Udp::Live(u)) => u.try_io(Interest::READABLE, || bufs.recv(u.as_raw_fd())),
                 Some(Udp::Parked(u)) => bufs.recv(u.as_raw_fd()),
-                None => return (read, true),
+                None => return (0, true),
             };
             match r {
                 Ok(n) => {
-                    read += n;
                     // One clock reading for the batch: it was all queued by now.
                     let now = Instant::now();
                     for (src, data) in bufs.datagrams() {
@@ -376,16 +373,10 @@ impl Io {
                     }
                     // A short batch emptied the socket (what came after waits for
                     // the next read; a live socket's readiness is still set).
-                    if n < BATCH {
-                        return (read, true);
-                    }
-                    if read >= BATCH {
-                        return (read, false);
-                    }
+                    return (n, n < BATCH);
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return (read, true),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return (0, true),
                 Err(e) => {
-                    failures += 1;
                     // ICMP errors of earlier sends surface here (ECONNREFUSED): not fatal.
                     if e.kind() != std::io::ErrorKind::Interrupted {
                         tracing::debug!(error = %e, "udp receive failed");
@@ -393,7 +384,7 @@ impl Io {
                 }
             }
         }
-        (read, false)
+        (0, false)
     }
 
     /// Registers the socket with the runtime, or parks it outside (quiet, or read
