@@ -72,7 +72,7 @@ start_target() {
     env+=(MM_CALLS_RTCD_SERVICE_URL="http://127.0.0.2:$rtcd_http")
   fi
   rm -rf "$WORK/host-$target"
-  env "${env[@]}" RUST_LOG=warn target/release/calls-host --listen "127.0.0.1:$port" \
+  env "${env[@]}" RUST_LOG=warn target/release/calls-host --listen "127.0.0.1:$port" --login-rate-limit 0 \
     --data-dir "$WORK/host-$target" --plugin-bundle "$BUNDLE" > "$WORK/host-$target.log" 2>&1 &
   local host=$!
   PIDS+=($host)

@@ -541,11 +541,21 @@ both_backends!(
 async fn logout_removes_session(b: Backend) {
     let s = setup(b, json!({"DefaultEnabled": true})).await;
     let h = &s.host;
-    let (mut wa, wb) = both_join(&s).await;
+    let (mut wa, mut wb) = both_join(&s).await;
+    // A second connection of Bob's login, not in the call.
+    let mut wb2 = Ws::connect(h, &s.bob.1).await;
     let (code, _) = h.post(&s.bob.1, "/api/v4/users/logout", json!({})).await;
     assert_eq!(code, 200);
+    // As Mattermost: the host closes every websocket of the revoked login, so none
+    // of them can join (or do anything) any more.
+    assert!(
+        wb2.closed_within(Duration::from_secs(5)).await,
+        "a websocket outlived its login"
+    );
+    wb2.join(&s.channel).await;
     let ev = wa.expect_within("user_left", Duration::from_secs(25)).await;
     assert_eq!(ev["data"]["session_id"], wb.conn_id.as_str());
+    assert!(wb.closed_within(Duration::from_secs(1)).await);
     // Alice (still logged in) stays.
     let (_, one) = h
         .get(

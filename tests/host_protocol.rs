@@ -31,6 +31,20 @@ fn ws_url(h: &HostProc) -> String {
     format!("{}/api/v4/websocket", h.base.replace("http://", "ws://"))
 }
 
+/// The data dir and its files (the config with its secrets, the database) are the
+/// host's alone (they were 0644 in a 0755 dir).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = HostProc::start(Backend::Sqlite, "enterprise").await;
+    h.user("", "admin").await;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(h.dir.path()), 0o700);
+    for f in ["config.json", "calls.db", "diagnostic_id"] {
+        assert_eq!(mode(&h.dir.path().join(f)), 0o600, "{f}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_auth_variants_ping_and_seq() {
     let h = HostProc::start(Backend::Sqlite, "enterprise").await;
@@ -93,6 +107,36 @@ async fn websocket_auth_variants_ping_and_seq() {
     let (mut ws2, _) = tokio_tungstenite::connect_async(req).await.unwrap();
     assert_eq!(next_json(&mut ws2).await["event"], "hello");
 
+    // Origin, as Mattermost checks it: another site's page cannot open a socket with
+    // the user's cookie (403 before the upgrade); the host's own pages can.
+    let cookie_upgrade = |origin: &str| {
+        let mut req =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws_url(
+                &h,
+            ))
+            .unwrap();
+        req.headers_mut()
+            .insert("Cookie", format!("MMAUTHTOKEN={token}").parse().unwrap());
+        req.headers_mut().insert("Origin", origin.parse().unwrap());
+        tokio_tungstenite::connect_async(req)
+    };
+    for evil in [
+        "http://evil.example",
+        "null",
+        "http://127.0.0.1.evil.example",
+    ] {
+        match cookie_upgrade(evil).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status(), 403, "{evil}")
+            }
+            other => panic!("{evil}: upgrade not refused: {:?}", other.map(|_| ())),
+        }
+    }
+    let (mut ws3, _) = cookie_upgrade(&h.base.to_uppercase().replace("HTTP://", "http://"))
+        .await
+        .expect("the host's own origin");
+    assert_eq!(next_json(&mut ws3).await["event"], "hello");
+
     // A cookie without CSRF proof cannot change state over HTTP; a Bearer token can.
     let resp = h
         .http
@@ -116,6 +160,11 @@ async fn websocket_auth_variants_ping_and_seq() {
 }
 
 fn bundle_with(files: &[(&str, &[u8])]) -> Vec<u8> {
+    bundle_with_links(files, &[])
+}
+
+/// A bundle of regular files and links (`(path, target, hard)`).
+fn bundle_with_links(files: &[(&str, &[u8])], links: &[(&str, &str, bool)]) -> Vec<u8> {
     let mut out = Vec::new();
     {
         let gz = flate2::write::GzEncoder::new(&mut out, flate2::Compression::fast());
@@ -130,6 +179,16 @@ fn bundle_with(files: &[(&str, &[u8])]) -> Vec<u8> {
             hdr.set_cksum();
             tar.append(&hdr, *data).unwrap();
         }
+        for (path, target, hard) in links {
+            let mut hdr = tar::Header::new_gnu();
+            hdr.set_entry_type(if *hard {
+                tar::EntryType::Link
+            } else {
+                tar::EntryType::Symlink
+            });
+            hdr.set_size(0);
+            tar.append_link(&mut hdr, path, target).unwrap();
+        }
         tar.into_inner().unwrap().finish().unwrap();
     }
     out
@@ -137,13 +196,21 @@ fn bundle_with(files: &[(&str, &[u8])]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_plugin_bundles_are_refused() {
-    let h = HostProc::start(Backend::Sqlite, "enterprise").await;
+    // A small unpacked-size cap, so that a bomb is cheap to make here.
+    let h = HostProc::start_with(
+        Backend::Sqlite,
+        "enterprise",
+        "127.0.0.1",
+        &[("CALLS_HOST_MAX_BUNDLE_UNPACKED_MB", "64")],
+    )
+    .await;
     let (_, admin) = h.user("", "admin").await;
     let (_, user) = h.user(&admin, "alice").await;
     let exe: &[u8] = b"#!/bin/sh\n";
     let good_manifest =
         json!({"id": "com.example.x", "server": {"executables": {"linux-amd64": "server/plugin"}}})
             .to_string();
+    let calls_manifest = json!({"id": "com.mattermost.calls", "server": {"executable": "server/plugin"}, "webapp": {"bundle_path": "webapp/dist/main.js"}}).to_string();
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("not gzip", b"garbage".to_vec(), "invalid bundle"),
         ("no manifest", bundle_with(&[("server/plugin", exe)]), "plugin.json not found"),
@@ -152,6 +219,17 @@ async fn bad_plugin_bundles_are_refused() {
         ("executable missing", bundle_with(&[("plugin.json", good_manifest.as_bytes())]), "is not in the bundle"),
         ("bad setting type", bundle_with(&[("plugin.json", json!({"id": "com.example.x", "server": {"executable": "server/plugin"}, "settings_schema": {"settings": [{"key": "K", "type": "weird"}]}}).to_string().as_bytes()), ("server/plugin", exe)]), "invalid type"),
         ("path traversal", bundle_with(&[("../../escape.txt", b"x"), ("plugin.json", good_manifest.as_bytes()), ("server/plugin", exe)]), "invalid bundle"),
+        ("symlink to a host file", bundle_with_links(&[("plugin.json", calls_manifest.as_bytes()), ("server/plugin", exe)], &[("webapp/dist/leak.js", "/etc/hostname", false)]), "only regular files and directories"),
+        ("hard link to a host file", bundle_with_links(&[("plugin.json", good_manifest.as_bytes()), ("server/plugin", exe)], &[("webapp/dist/leak.js", "/etc/hostname", true)]), "only regular files and directories"),
+        ("executable is a symlink", bundle_with_links(&[("plugin.json", good_manifest.as_bytes())], &[("server/plugin", "/bin/sh", false)]), "only regular files and directories"),
+        ("absolute executable", bundle_with(&[("plugin.json", json!({"id": "com.example.x", "server": {"executable": "/bin/sh"}}).to_string().as_bytes())]), "is not in the bundle"),
+        ("unpacks too large", bundle_with(&[("plugin.json", good_manifest.as_bytes()), ("server/plugin", exe), ("zeros", &vec![0u8; 65 << 20])]), "unpacks to more than 64 MiB"),
+        ("too many entries", {
+            let names: Vec<String> = (0..10_001).map(|i| format!("f/{i}")).collect();
+            let mut files: Vec<(&str, &[u8])> = vec![("plugin.json", good_manifest.as_bytes()), ("server/plugin", exe)];
+            files.extend(names.iter().map(|n| (n.as_str(), &b""[..])));
+            bundle_with(&files)
+        }, "more than 10000 entries"),
     ];
     for (what, bundle, expect) in cases {
         let form = reqwest::multipart::Form::new().part(
@@ -174,6 +252,19 @@ async fn bad_plugin_bundles_are_refused() {
         );
     }
     assert!(!h.dir.path().parent().unwrap().join("escape.txt").exists());
+    // Refused bundles leave nothing behind.
+    let left: Vec<_> = std::fs::read_dir(h.dir.path().join("plugins"))
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left on disk: {left:?}");
+    let code = h
+        .http
+        .get(h.url("/static/plugins/com.mattermost.calls/leak.js"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(code, 404);
     // Only admins install plugins.
     let form = reqwest::multipart::Form::new().part(
         "plugin",
@@ -230,6 +321,39 @@ async fn rate_limit_turn_credentials_env_and_dismissal() {
         c["credential"].as_str().unwrap(),
         String::from_utf8_lossy(&out.stdout).trim()
     );
+    // The admin's config shows secrets masked, as Mattermost does; saving the masked
+    // config back keeps the stored secret (the next credentials still verify).
+    let fake = "********************************";
+    let (_, full) = h.get(&admin.1, "/api/v4/config").await;
+    let calls = &full["PluginSettings"]["Plugins"]["com.mattermost.calls"];
+    assert_eq!(calls["TURNStaticAuthSecret"], fake, "{calls}");
+    assert_eq!(calls["ICEServersConfigs"], fake, "{calls}");
+    assert!(!full.to_string().contains("s3cret"));
+    let (code, saved) = h
+        .req(
+            reqwest::Method::PUT,
+            &admin.1,
+            "/api/v4/config",
+            Some(full.clone()),
+        )
+        .await;
+    assert_eq!(code, 200, "{saved}");
+    assert!(!saved.contains("s3cret"));
+    let (_, again) = h.get(&alice.1, &format!("{p}/turn-credentials")).await;
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "printf '%s' '{}' | openssl dgst -sha1 -hmac s3cret -binary | base64",
+            again[0]["username"].as_str().unwrap()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        again[0]["credential"].as_str().unwrap(),
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "the stored secret was replaced by the mask"
+    );
+
     let (_, cfg) = h.get(&alice.1, &format!("{p}/config")).await;
     assert_eq!(cfg["NeedsTURNCredentials"], true);
     assert_eq!(
@@ -329,4 +453,230 @@ async fn rate_limit_turn_credentials_env_and_dismissal() {
     );
     let (code, _) = h.get(&alice.1, &format!("{p}/version")).await;
     assert_eq!(code, 200);
+}
+
+/// A channel member floods `call_state`: beyond its connection's budget the frames are
+/// dropped before any work (no lock, no permission round trip), so the flooder gets a
+/// bounded number of answers while another user's join and the host's end-call go
+/// through (before, 20,000 frames held the call lock for seconds: end-call failed with
+/// 500 "timed out waiting for lock").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_state_flood_stays_within_the_connections_budget() {
+    let h = HostProc::start(Backend::Sqlite, "enterprise").await;
+    let s = h
+        .setup(&["alice", "bob"], json!({"DefaultEnabled": true}))
+        .await;
+    let (alice, bob) = (&s.users[0], &s.users[1]);
+    let mut wa = Ws::connect(&h, &alice.1).await;
+    wa.join(&s.channel).await;
+    wa.expect("join").await;
+    wa.expect("call_state").await;
+
+    let flood = 2_000;
+    let started = std::time::Instant::now();
+    for _ in 0..flood {
+        wa.send_calls("call_state", json!({"channelID": s.channel}));
+    }
+    let mut wb = Ws::connect(&h, &bob.1).await;
+    wb.join(&s.channel).await;
+    wb.expect_within("join", Duration::from_secs(20)).await;
+    let answers = wa
+        .drain(Duration::from_secs(3))
+        .await
+        .iter()
+        .filter(|e| e["event"] == format!("{PREFIX}call_state").as_str())
+        .count();
+    let elapsed = started.elapsed().as_secs_f64();
+    // The control budget: a burst of 20, then 2 a second.
+    let allowed = 20.0 + 2.0 * elapsed + 1.0;
+    assert!(
+        answers >= 10 && answers as f64 <= allowed,
+        "{answers} call_state answers to {flood} requests in {elapsed:.1} s"
+    );
+    let (code, body) = h
+        .post(
+            &alice.1,
+            &format!("/plugins/com.mattermost.calls/calls/{}/end", s.channel),
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    wb.expect("call_end").await;
+}
+
+/// Peak RSS (VmHWM) of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Sends a POST with a `len`-byte body over a raw socket, as fast as the server takes
+/// it, and returns the status line of the answer (which may come before the body is
+/// all sent).
+async fn post_big(h: &HostProc, path: &str, token: Option<&str>, len: usize) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let addr = h.base.trim_start_matches("http://").to_string();
+    let sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (rd, mut wr) = sock.into_split();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+    );
+    let writer = tokio::spawn(async move {
+        wr.write_all(head.as_bytes()).await?;
+        let chunk = vec![b' '; 64 << 10];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            wr.write_all(&chunk[..n]).await?;
+            left -= n;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    let mut status = String::new();
+    tokio::io::BufReader::new(rd)
+        .read_line(&mut status)
+        .await
+        .unwrap();
+    writer.abort();
+    status.trim().to_string()
+}
+
+/// Bodies to plugin routes stream from the host to the handler that reads them: an
+/// unauthenticated 60 MB POST is refused before its body is read (before, the host
+/// buffered it whole and sent it over gRPC: host +150 MB, plugin +100 MB), a body over
+/// a route's limit gets upstream's 400, and the logs upload takes what its 2 MiB limit
+/// allows (it refused 1.5 MB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_request_bodies_are_read_only_as_far_as_the_route_allows() {
+    let h = HostProc::start(Backend::Sqlite, "enterprise").await;
+    let s = h.setup(&["alice"], json!({"DefaultEnabled": true})).await;
+    let alice = &s.users[0];
+    let host_pid = h.child.id();
+    let plugin_pid = h.plugin_pid().await.expect("plugin running");
+    let (host_before, plugin_before) = (peak_rss_kib(host_pid), peak_rss_kib(plugin_pid));
+
+    for path in [
+        "/plugins/com.mattermost.calls/version",
+        "/plugins/com.mattermost.calls/logs/upload",
+        &format!("/plugins/com.mattermost.calls/{}", s.channel),
+    ] {
+        let status = post_big(&h, path, None, 60 << 20).await;
+        assert!(
+            status.contains(" 401 ") || status.contains(" 405 "),
+            "{path}: {status}"
+        );
+    }
+    // Authenticated, over the route's 1 MiB: upstream's 400, after 1 MiB read.
+    let status = post_big(
+        &h,
+        &format!(
+            "/plugins/com.mattermost.calls/calls/{}/host/mute",
+            s.channel
+        ),
+        Some(&alice.1),
+        60 << 20,
+    )
+    .await;
+    assert!(status.contains(" 400 "), "{status}");
+    let grown = |before: u64, pid: u32| (peak_rss_kib(pid) - before) / 1024;
+    assert!(
+        grown(host_before, host_pid) < 20 && grown(plugin_before, plugin_pid) < 20,
+        "peak RSS grew: host {} MB, plugin {} MB",
+        grown(host_before, host_pid),
+        grown(plugin_before, plugin_pid)
+    );
+
+    // The logs upload: 1.5 MB of logs is within its 2 MiB, 3 MB is not.
+    let logs = |n: usize| {
+        json!({"logs": "l".repeat(n), "channel_id": s.channel, "team_id": s.team}).to_string()
+    };
+    let p = "/plugins/com.mattermost.calls/logs/upload";
+    let (code, body) = h.post_raw(&alice.1, p, logs(1_500_000).into_bytes()).await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = h.post_raw(&alice.1, p, logs(3_000_000).into_bytes()).await;
+    assert_eq!((code, body.as_str()), (400, "Invalid request body\n"));
+}
+
+/// A wrong-password flood from one address: the address's login budget (5/s, burst
+/// 10) answers most with 429 before any hashing, at most one hash per core runs at a
+/// time, the host's peak memory stays flat (before: 256 such logins took it from 51 to
+/// 248 MB), and the user is locked out after 10 failures while others still log in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flood_is_limited_hashed_in_turn_and_locks_the_account() {
+    let h = HostProc::start(Backend::Sqlite, "enterprise").await;
+    let (_, admin) = h.user("", "admin").await;
+    h.user(&admin, "alice").await;
+    let bob = h
+        .post(
+            &admin,
+            "/api/v4/users",
+            json!({"username": "bob", "email": "bob@example.com", "password": "password1"}),
+        )
+        .await;
+    assert_eq!(bob.0, 201);
+    let pid = h.child.id();
+    tokio::time::sleep(Duration::from_secs(2)).await; // the address's budget refills
+    let before = peak_rss_kib(pid);
+
+    let url = h.url("/api/v4/users/login");
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                // A connection of its own for each task.
+                let http = reqwest::Client::new();
+                let mut codes = Vec::new();
+                for _ in 0..4 {
+                    codes.push(try_login(&http, &url, "alice", "wrong-password").await);
+                }
+                codes
+            })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.extend(t.await.unwrap());
+    }
+    let wrong = codes.iter().filter(|c| **c == 401).count();
+    let limited = codes.iter().filter(|c| **c == 429).count();
+    assert_eq!(wrong + limited, 256, "{codes:?}");
+    assert!(limited >= 200, "only {limited} of 256 rate-limited");
+    let grown_mb = (peak_rss_kib(pid) - before) / 1024;
+    assert!(grown_mb < 60, "host peak RSS grew {grown_mb} MB");
+
+    // Ten failures in a row: Alice is locked out, even with her password; Bob is not.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (code, body) = h
+        .req(
+            reqwest::Method::POST,
+            "",
+            "/api/v4/users/login",
+            Some(json!({"login_id": "alice", "password": "password1"})),
+        )
+        .await;
+    assert_eq!(code, 401, "{body}");
+    assert!(
+        body.contains("api.user.check_user_login_attempts.too_many.app_error"),
+        "{body}"
+    );
+    assert_eq!(
+        try_login(&reqwest::Client::new(), &url, "bob", "password1").await,
+        200
+    );
+}
+
+async fn try_login(http: &reqwest::Client, url: &str, user: &str, password: &str) -> u16 {
+    http.post(url)
+        .json(&json!({"login_id": user, "password": password}))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
 }

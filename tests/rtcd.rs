@@ -432,6 +432,41 @@ async fn media_between_two_sessions_and_bad_frames_refused() {
         bad.tx.send(Message::Binary(frame.into())).await.unwrap();
     }
     bad.tx.send(Message::Text("hello".into())).await.unwrap();
+
+    // Another installation (its own group) names A's session: its leave, reconnect
+    // and offer are refused and change nothing; it gets no answer, and A's call goes on.
+    let ikey = "i".repeat(40);
+    http.post(r.url("/register"))
+        .json(&json!({"clientID": "intruder", "authKey": ikey}))
+        .send()
+        .await
+        .unwrap();
+    let mut intruder = connect(&r, &basic("intruder", &ikey)).await.unwrap();
+    assert!(matches!(
+        intruder.rx.recv().await,
+        Some(Envelope::Hello { .. })
+    ));
+    intruder
+        .send(Envelope::Reconnect {
+            session_id: sa.clone(),
+        })
+        .await;
+    intruder
+        .rtc(&sa, rtc_type::SDP, Some(offer_a.to_string().into_bytes()))
+        .await;
+    intruder
+        .send(Envelope::Leave {
+            session_id: sa.clone(),
+        })
+        .await;
+    let code = http
+        .get(r.url("/calls/call1/sessions"))
+        .header("Authorization", basic("intruder", &ikey))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(code, 404, "another group's call is visible");
     bad.tx
         .send(Message::Binary(vec![0u8; (1 << 20) + 10].into()))
         .await
@@ -454,6 +489,10 @@ async fn media_between_two_sessions_and_bad_frames_refused() {
     assert!(
         b.received.len() >= heard + 40,
         "audio stopped after bad frames"
+    );
+    assert!(
+        intruder.rx.try_recv().is_err(),
+        "the intruder got a message of another group's session"
     );
 
     // Leave: rtcd closes the session and says so.

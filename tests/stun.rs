@@ -1,5 +1,7 @@
 //! STUN discovery against a real STUN server (Debian's coturn in STUN-only mode).
 
+mod common;
+
 use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -40,10 +42,7 @@ fn coturn(port: u16) -> Coturn {
 
 #[tokio::test]
 async fn the_rtc_socket_learns_its_mapped_address_from_coturn() {
-    let port = {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.local_addr().unwrap().port()
-    };
+    let port = common::free_port_on("127.0.0.1");
     let _server = coturn(port);
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     // coturn needs a moment to bind; discovery retries within its limit.

@@ -46,10 +46,22 @@ struct Args {
     /// ServeMetrics hook. Off unless given.
     #[arg(long, env = "CALLS_HOST_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// The most an uploaded plugin bundle may unpack to, in MiB (a larger one is refused).
+    #[arg(
+        long,
+        default_value_t = 1024,
+        env = "CALLS_HOST_MAX_BUNDLE_UNPACKED_MB"
+    )]
+    max_bundle_unpacked_mb: u64,
+    /// Logins a second per source address (burst twice that), as Mattermost's login
+    /// limiter; 0 turns it off (load tests log in hundreds of users from one address).
+    #[arg(long, default_value_t = 5.0, env = "CALLS_HOST_LOGIN_RATE_LIMIT")]
+    login_rate_limit: f64,
 }
 
 fn main() -> std::process::ExitCode {
     mmcalls::logging::init();
+    mmcalls::host::logins::return_large_blocks_to_the_system();
     let args = Args::parse();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -86,17 +98,29 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     std::fs::create_dir_all(&args.data_dir)?;
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
+    // The config (secrets), the database and the plugins are the host's alone.
+    mmcalls::host::make_private(&data_dir, 0o700)?;
     let database_url = args
         .database_url
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", data_dir.join("calls.db").display()));
     let db = Db::connect(&database_url, 10).await?;
+    if let Some(file) = database_url
+        .strip_prefix("sqlite://")
+        .map(|rest| rest.split('?').next().unwrap_or(rest))
+    {
+        mmcalls::host::make_private(std::path::Path::new(file), 0o600)?;
+    }
     let store = HostStore { db };
     store.migrate().await?;
+    // Bound first: with port 0 the default site URL (which websocket origins are
+    // checked against) names the port the kernel chose.
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let local = listener.local_addr()?;
     let site_url = args
         .site_url
         .clone()
-        .unwrap_or_else(|| format!("http://{}", args.listen));
+        .unwrap_or_else(|| format!("http://{local}"));
     let config_path = data_dir.join("config.json");
     let config = match std::fs::read(&config_path) {
         Ok(b) => {
@@ -108,7 +132,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
         _ => {
             let id = new_id();
-            std::fs::write(data_dir.join("diagnostic_id"), &id)?;
+            mmcalls::host::write_private(&data_dir.join("diagnostic_id"), id.as_bytes())?;
             id
         }
     };
@@ -125,6 +149,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         site_url,
         diagnostic_id,
         kv_lock: Default::default(),
+        bundle_limits: mmcalls::host::plugins::BundleLimits {
+            max_bytes: args.max_bundle_unpacked_mb << 20,
+            ..Default::default()
+        },
+        repeats: Default::default(),
+        logins: mmcalls::host::logins::Logins::new(args.login_rate_limit),
     });
     let initial = host.config.read().clone();
     host.save_config(initial)?;
@@ -151,7 +181,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let bytes = std::fs::read(bundle).map_err(|e| format!("{}: {e}", bundle.display()))?;
         let dir = host.plugins_dir();
         std::fs::create_dir_all(&dir)?;
-        let m = mmcalls::host::plugins::install_bundle(&dir, &bytes)?;
+        let m = mmcalls::host::plugins::install_bundle(&dir, &bytes, host.bundle_limits)?;
         let mut cfg = host.config.read().clone();
         cfg["PluginSettings"]["PluginStates"][&m.id] = json!({"Enable": true});
         host.save_config(cfg)?;
@@ -174,8 +204,6 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             }
         });
     }
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    let local = listener.local_addr()?;
     // Tests and scripts read this line to learn the port when --listen used port 0.
     println!("calls-host listening on http://{local}");
     let app = mmcalls::host::api::router(host.clone());

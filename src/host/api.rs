@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Multipart, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -212,7 +212,12 @@ pub fn router(host: Host) -> Router {
             axum::routing::delete(remove_channel_member),
         )
         .route("/api/v4/channels/{channel_id}/posts", get(channel_posts))
-        .route("/api/v4/plugins", post(upload_plugin).get(list_plugins))
+        .route(
+            "/api/v4/plugins",
+            post(upload_plugin)
+                .layer(DefaultBodyLimit::max(MAX_BUNDLE_UPLOAD))
+                .get(list_plugins),
+        )
         .route("/api/v4/plugins/{plugin_id}/enable", post(enable_plugin))
         .route("/api/v4/plugins/{plugin_id}/disable", post(disable_plugin))
         .route("/api/v4/config", get(get_config).put(put_config))
@@ -224,7 +229,9 @@ pub fn router(host: Host) -> Router {
             get(plugin_static),
         )
         .route("/", get(index))
-        .layer(DefaultBodyLimit::max(64 << 20))
+        // JSON bodies of the API; a bundle upload has its own limit, the plugin
+        // routes theirs (the proxy streams).
+        .layer(DefaultBodyLimit::max(1 << 20))
         .with_state(host)
 }
 
@@ -272,11 +279,13 @@ pub async fn insert_user(host: &Host, n: NewUserFields) -> ApiResult<User> {
     }
     let first = host.store.count_users().await? == 0;
     let now = now_ms();
+    let password = n.password;
+    let password_hash = host.logins.hash(move || hash_password(&password)).await?;
     let u = User {
         id: new_id(),
         username: n.username,
         email: n.email,
-        password_hash: hash_password(&n.password),
+        password_hash,
         first_name: n.first_name,
         last_name: n.last_name,
         nickname: n.nickname,
@@ -344,7 +353,35 @@ struct Login {
     password: String,
 }
 
-async fn login(State(host): State<Host>, body: Bytes) -> ApiResult {
+impl From<super::logins::LoginRefused> for ApiError {
+    fn from(r: super::logins::LoginRefused) -> ApiError {
+        use super::logins::LoginRefused;
+        match r {
+            LoginRefused::RateLimited => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "api.context.rate_limit.app_error",
+                "limit exceeded",
+            ),
+            LoginRefused::LockedOut => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "api.user.check_user_login_attempts.too_many.app_error",
+                "Your account is locked because of too many failed password attempts.",
+            ),
+            LoginRefused::Busy => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api.user.login.busy",
+                r.to_string(),
+            ),
+        }
+    }
+}
+
+async fn login(
+    State(host): State<Host>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    body: Bytes,
+) -> ApiResult {
+    host.logins.admit(peer.ip())?;
     let l: Login = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad("api.context.invalid_body_param.app_error", e.to_string()))?;
     let bad = || {
@@ -359,7 +396,17 @@ async fn login(State(host): State<Host>, body: Bytes) -> ApiResult {
         .user_by_login(&l.login_id.to_lowercase())
         .await?
         .ok_or_else(bad)?;
-    if u.delete_at > 0 || u.is_bot || !verify_password(&l.password, &u.password_hash) {
+    if u.delete_at > 0 || u.is_bot {
+        return Err(bad());
+    }
+    host.logins.check_lockout(&u.id)?;
+    let (password, hash) = (l.password, u.password_hash.clone());
+    let ok = host
+        .logins
+        .hash(move || verify_password(&password, &hash))
+        .await?;
+    host.logins.record(&u.id, ok);
+    if !ok {
         return Err(bad());
     }
     let (_, token) = host
@@ -387,6 +434,9 @@ async fn login(State(host): State<Host>, body: Bytes) -> ApiResult {
 async fn logout(State(host): State<Host>, h: HeaderMap) -> ApiResult {
     if let Some((sid, _)) = session_from_headers(&host, &h, false).await? {
         host.store.delete_session(&sid).await?;
+        // As Mattermost: a revoked login keeps no websocket.
+        let closed = host.hub.end_session(&sid);
+        tracing::debug!(closed, "logout: websockets of the session closed");
     }
     Ok(Json(json!({"status": "OK"})).into_response())
 }
@@ -757,9 +807,10 @@ async fn upload_plugin(State(host): State<Host>, h: HeaderMap, mut mp: Multipart
         )
     })?;
     let dir = host.plugins_dir();
+    let limits = host.bundle_limits;
     let manifest = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&dir)?;
-        install_bundle(&dir, &bundle)
+        install_bundle(&dir, &bundle, limits)
     })
     .await
     .map_err(|e| ApiError::bad("app.plugin.extract.app_error", e.to_string()))?
@@ -897,13 +948,16 @@ async fn disable_plugin(
 
 async fn get_config(State(host): State<Host>, h: HeaderMap) -> ApiResult {
     require_admin(&host, &h, &Method::GET).await?;
-    Ok(Json(host.config.read().clone()).into_response())
+    let cfg = host.config.read().clone();
+    Ok(Json(super::secrets::sanitize(&host.plugins_dir(), cfg)).into_response())
 }
 
 async fn put_config(State(host): State<Host>, h: HeaderMap, body: Bytes) -> ApiResult {
     require_admin(&host, &h, &Method::PUT).await?;
     let new: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad("api.config.update_config.invalid_body", e.to_string()))?;
+    // Masked secrets sent back mean "unchanged".
+    let new = super::secrets::desanitize(&host.config.read(), new);
     if !new.is_object() {
         return Err(ApiError::bad(
             "api.config.update_config.invalid_body",
@@ -946,17 +1000,35 @@ async fn put_config(State(host): State<Host>, h: HeaderMap, body: Bytes) -> ApiR
             e.to_string(),
         )
     })?;
-    Ok(Json(merged).into_response())
+    Ok(Json(super::secrets::sanitize(&host.plugins_dir(), merged)).into_response())
 }
 
 // ------------------------------------------------------------------ plugin proxy
+
+/// The largest plugin bundle upload.
+const MAX_BUNDLE_UPLOAD: usize = 64 << 20;
+
+/// The most of a request body the host passes to a plugin (its routes have their own,
+/// smaller limits; Mattermost's `MaxFileSize` default is 100 MB).
+const MAX_PLUGIN_BODY: usize = 64 << 20;
+
+/// A chunk of the client's body (or why it stopped) as the plugin receives it.
+fn body_part(chunk: Result<Bytes, axum::BoxError>) -> proto::HttpRequestPart {
+    use proto::http_request_part::Part;
+    proto::HttpRequestPart {
+        part: Some(match chunk {
+            Ok(b) => Part::Body(b.to_vec()),
+            Err(e) => Part::BodyError(e.to_string()),
+        }),
+    }
+}
 
 async fn plugin_proxy(
     State(host): State<Host>,
     method: Method,
     uri: Uri,
     h: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     let safe = method == Method::GET || method == Method::HEAD;
     let (session_id, user_id) = match session_from_headers(&host, &h, safe).await {
@@ -995,15 +1067,31 @@ async fn plugin_proxy(
             value: String::from_utf8_lossy(v.as_bytes()).into_owned(),
         })
         .collect();
-    let req = proto::HttpRequest {
+    let head = proto::HttpRequest {
         method: method.as_str().to_string(),
         uri: rel,
         headers,
-        body: body.to_vec(),
+        body: Vec::new(),
         user_id,
         session_id,
     };
-    match client.serve_http(req).await {
+    // The body goes to the plugin as it comes, never held here: the plugin reads as
+    // much as the route allows (nothing for a request it refuses) and answers; the
+    // rest of the client's body is then not read at all.
+    use futures_util::StreamExt;
+    use proto::http_request_part::Part;
+    let body = http_body_util::BodyExt::into_data_stream(http_body_util::Limited::new(
+        body,
+        MAX_PLUGIN_BODY,
+    ))
+    .map(body_part);
+    let parts = futures_util::stream::once(async move {
+        proto::HttpRequestPart {
+            part: Some(Part::Head(head)),
+        }
+    })
+    .chain(body);
+    match client.serve_http(parts).await {
         Ok(r) => plugin_response(r.into_inner()),
         Err(e) => {
             tracing::error!(error = %e, "plugin ServeHTTP failed");

@@ -13,17 +13,26 @@ use tokio::sync::mpsc;
 /// How long a dropped connection can be resumed, and how many events it keeps.
 pub const RESUME_WINDOW: Duration = Duration::from_secs(60);
 const REPLAY_BUFFER: usize = 256;
+/// Frames a connection may have waiting for its socket. A client that lets more pile
+/// up is not reading: it is disconnected (it may resume) instead of growing the host's
+/// memory without bound. Room for a whole replay and then some.
+pub const OUTBOUND_QUEUE: usize = 2 * REPLAY_BUFFER;
+
+pub type Outbound = mpsc::Sender<String>;
 
 pub struct Conn {
     pub id: String,
     pub user_id: String,
     pub session_id: String,
     state: Mutex<ConnState>,
+    /// Told when the host ends the connection (its login session was revoked, or it
+    /// stopped reading): the socket's reader stops.
+    pub ended: tokio::sync::Notify,
 }
 
 struct ConnState {
     next_seq: i64,
-    sender: Option<mpsc::UnboundedSender<String>>,
+    sender: Option<Outbound>,
     sent: VecDeque<(i64, String)>,
     dropped_at: Option<Instant>,
 }
@@ -40,19 +49,31 @@ impl Conn {
         st.next_seq += 1;
         let frame =
             json!({"event": event, "data": data, "broadcast": broadcast, "seq": seq}).to_string();
-        if let Some(tx) = &st.sender {
-            let _ = tx.send(frame.clone());
-        }
-        st.sent.push_back((seq, frame));
+        st.sent.push_back((seq, frame.clone()));
         if st.sent.len() > REPLAY_BUFFER {
             st.sent.pop_front();
         }
+        self.deliver(&mut st, frame);
     }
 
     /// A reply to a client action (no `seq` of its own, as Mattermost does).
     pub fn send_reply(&self, reply: &Value) {
-        if let Some(tx) = &self.state.lock().sender {
-            let _ = tx.send(reply.to_string());
+        let mut st = self.state.lock();
+        self.deliver(&mut st, reply.to_string());
+    }
+
+    fn deliver(&self, st: &mut ConnState, frame: String) {
+        let Some(tx) = &st.sender else { return };
+        if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(frame) {
+            // Events stay in the replay buffer: the client can resume.
+            tracing::warn!(
+                conn_id = self.id,
+                user_id = self.user_id,
+                queued = OUTBOUND_QUEUE,
+                "websocket client is not reading, disconnecting it"
+            );
+            st.sender = None;
+            self.ended.notify_one();
         }
     }
 }
@@ -76,7 +97,7 @@ impl Hub {
         user_id: &str,
         session_id: &str,
         resume: Option<(&str, i64)>,
-        tx: mpsc::UnboundedSender<String>,
+        tx: Outbound,
         server_version: &str,
     ) -> Attach {
         let mut conns = self.conns.lock();
@@ -96,7 +117,8 @@ impl Hub {
                     // ones): the client expects the missed events to continue its count.
                     for (s, frame) in &st.sent {
                         if *s >= seq {
-                            let _ = tx.send(frame.clone());
+                            // Fits: the queue holds more than the replay buffer.
+                            let _ = tx.try_send(frame.clone());
                         }
                     }
                     st.sender = Some(tx);
@@ -117,8 +139,9 @@ impl Hub {
                 sent: VecDeque::new(),
                 dropped_at: None,
             }),
+            ended: tokio::sync::Notify::new(),
         });
-        let _ = tx.send(hello_frame(&id, server_version, 0));
+        let _ = tx.try_send(hello_frame(&id, server_version, 0));
         conns.insert(id, c.clone());
         Attach::New(c)
     }
@@ -127,6 +150,23 @@ impl Hub {
         let mut st = conn.state.lock();
         st.sender = None;
         st.dropped_at = Some(Instant::now());
+    }
+
+    /// A login session was revoked (logout, session revoked): its connections are
+    /// closed and forgotten (nothing to resume), as Mattermost does.
+    pub fn end_session(&self, session_id: &str) -> usize {
+        let mut conns = self.conns.lock();
+        let ended: Vec<Arc<Conn>> = conns
+            .values()
+            .filter(|c| c.session_id == session_id)
+            .cloned()
+            .collect();
+        for c in &ended {
+            conns.remove(&c.id);
+            c.state.lock().sender = None;
+            c.ended.notify_one();
+        }
+        ended.len()
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Conn>> {
@@ -164,7 +204,7 @@ mod tests {
     #[test]
     fn resume_replays_missed_events_and_keeps_numbering() {
         let hub = Hub::default();
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = mpsc::channel(OUTBOUND_QUEUE);
         let Attach::New(c) = hub.attach("u", "s", None, tx, "11.0.0") else {
             panic!("expected new")
         };
@@ -173,7 +213,7 @@ mod tests {
         c.send_event("e1", &json!({}), &json!({}));
         hub.detach(&c);
         c.send_event("e2", &json!({}), &json!({}));
-        let (tx2, mut rx2) = mpsc::unbounded_channel();
+        let (tx2, mut rx2) = mpsc::channel(OUTBOUND_QUEUE);
         let Attach::Resumed(c2) = hub.attach("u", "s", Some((&c.id, 2)), tx2, "11.0.0") else {
             panic!("expected resume")
         };
@@ -186,10 +226,62 @@ mod tests {
         assert_eq!(frames[0]["seq"], 2);
         // Another user cannot take the connection over.
         hub.detach(&c2);
-        let (tx3, _rx3) = mpsc::unbounded_channel();
+        let (tx3, _rx3) = mpsc::channel(OUTBOUND_QUEUE);
         assert!(matches!(
             hub.attach("other", "s", Some((&c.id, 3)), tx3, "v"),
             Attach::New(_)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_does_not_read_is_disconnected_and_can_resume() {
+        let hub = Hub::default();
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let Attach::New(c) = hub.attach("u", "s", None, tx, "v") else {
+            panic!("expected new")
+        };
+        // hello + OUTBOUND_QUEUE - 1 events fill the queue; the next one overflows it.
+        for _ in 0..OUTBOUND_QUEUE {
+            c.send_event("e", &json!({}), &json!({}));
+        }
+        assert!(!c.is_active(), "a full queue kept the connection");
+        tokio::time::timeout(std::time::Duration::from_secs(1), c.ended.notified())
+            .await
+            .expect("the reader was not told");
+        drop(rx);
+        hub.detach(&c);
+        let (tx2, mut rx2) = mpsc::channel(OUTBOUND_QUEUE);
+        let last = OUTBOUND_QUEUE as i64;
+        assert!(matches!(
+            hub.attach("u", "s", Some((&c.id, last)), tx2, "v"),
+            Attach::Resumed(_)
+        ));
+        let v: Value = serde_json::from_str(&rx2.try_recv().unwrap()).unwrap();
+        assert_eq!(v["seq"], last, "the overflowing event was lost");
+    }
+
+    #[tokio::test]
+    async fn a_revoked_login_ends_its_connections_only() {
+        let hub = Hub::default();
+        let (tx, mut rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let Attach::New(gone) = hub.attach("u", "revoked", None, tx, "v") else {
+            panic!("expected new")
+        };
+        let (tx2, _rx2) = mpsc::channel(OUTBOUND_QUEUE);
+        let Attach::New(kept) = hub.attach("u", "other", None, tx2, "v") else {
+            panic!("expected new")
+        };
+        rx.try_recv().unwrap();
+        assert_eq!(hub.end_session("revoked"), 1);
+        tokio::time::timeout(std::time::Duration::from_secs(1), gone.ended.notified())
+            .await
+            .expect("the reader was not told");
+        gone.send_event("e", &json!({}), &json!({}));
+        assert!(rx.recv().await.is_none(), "the socket's queue stayed open");
+        assert!(
+            hub.get(&gone.id).is_none(),
+            "a revoked connection can be resumed"
+        );
+        assert!(kept.is_active() && hub.get(&kept.id).is_some());
     }
 }

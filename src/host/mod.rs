@@ -6,7 +6,9 @@ pub mod api;
 pub mod auth;
 pub mod grpc;
 pub mod hub;
+pub mod logins;
 pub mod plugins;
+pub mod secrets;
 pub mod store;
 pub mod websocket;
 
@@ -39,9 +41,40 @@ pub struct HostCtx {
     pub diagnostic_id: String,
     /// Serialises KV compare-and-set (the plugin's cluster mutex relies on it).
     pub kv_lock: tokio::sync::Mutex<()>,
+    /// What an uploaded plugin bundle may unpack to.
+    pub bundle_limits: plugins::BundleLimits,
+    /// Warnings clients can trigger at will, written once per window.
+    pub repeats: crate::log_limit::Repeats,
+    /// Login rate limits, lockouts and the password hashing they guard.
+    pub logins: logins::Logins,
 }
 
 pub type Host = Arc<HostCtx>;
+
+/// Sets a data file's or directory's mode (0600 / 0700: secrets and user data are the
+/// host's alone); a path that does not exist (yet) is left alone.
+pub fn make_private(path: &std::path::Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
+/// Writes a file readable by the host's user only, whatever the umask.
+pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // A file that existed keeps its mode on open: set it.
+    make_private(path, 0o600)?;
+    f.write_all(bytes)
+}
 
 pub fn default_config(site_url: &str) -> Value {
     json!({
@@ -90,7 +123,7 @@ impl HostCtx {
 
     pub fn save_config(&self, cfg: Value) -> std::io::Result<()> {
         let tmp = self.config_path().with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&cfg).unwrap_or_default())?;
+        write_private(&tmp, &serde_json::to_vec_pretty(&cfg).unwrap_or_default())?;
         std::fs::rename(&tmp, self.config_path())?;
         *self.config.write() = cfg;
         Ok(())

@@ -152,11 +152,35 @@ impl Manifest {
     }
 }
 
-/// Unpacks a `.tar.gz` bundle into `plugins_dir/<id>` after validating it.
-pub fn install_bundle(plugins_dir: &Path, bundle: &[u8]) -> Result<Manifest, PluginError> {
+/// What a bundle may unpack to. A bundle is small when compressed and may be huge
+/// unpacked (a 1 MB upload of zeros unpacked to 1 GiB): both caps are checked against
+/// each entry's header before it is written.
+#[derive(Debug, Clone, Copy)]
+pub struct BundleLimits {
+    pub max_bytes: u64,
+    pub max_entries: usize,
+}
+
+impl Default for BundleLimits {
+    /// Upstream's Calls bundle carries four platforms' executables (~250 MB unpacked).
+    fn default() -> Self {
+        BundleLimits {
+            max_bytes: 1 << 30,
+            max_entries: 10_000,
+        }
+    }
+}
+
+/// Unpacks a `.tar.gz` bundle into `plugins_dir/<id>` after validating it. A refused
+/// bundle leaves nothing on disk.
+pub fn install_bundle(
+    plugins_dir: &Path,
+    bundle: &[u8],
+    limits: BundleLimits,
+) -> Result<Manifest, PluginError> {
     let staging = plugins_dir.join(format!(".staging-{}", crate::ids::new_id()));
     std::fs::create_dir_all(&staging)?;
-    let result = unpack_and_validate(&staging, bundle).and_then(|m| {
+    let result = unpack_and_validate(&staging, bundle, limits).and_then(|m| {
         let dest = plugins_dir.join(&m.id);
         if dest.exists() {
             std::fs::remove_dir_all(&dest)?;
@@ -170,14 +194,70 @@ pub fn install_bundle(plugins_dir: &Path, bundle: &[u8]) -> Result<Manifest, Plu
     result
 }
 
-fn unpack_and_validate(dir: &Path, bundle: &[u8]) -> Result<Manifest, PluginError> {
+/// A path inside the bundle: relative, with no `..`, no root, no prefix.
+fn inside(path: &str) -> bool {
+    !path.is_empty()
+        && Path::new(path).components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        })
+}
+
+fn unpack_and_validate(
+    dir: &Path,
+    bundle: &[u8],
+    limits: BundleLimits,
+) -> Result<Manifest, PluginError> {
+    use tar::EntryType;
     let gz = flate2::read::GzDecoder::new(bundle);
     let mut ar = tar::Archive::new(gz);
     let entries = ar
         .entries()
         .map_err(|e| PluginError::Bundle(e.to_string()))?;
+    let (mut bytes, mut count) = (0u64, 0usize);
     for entry in entries {
         let mut entry = entry.map_err(|e| PluginError::Bundle(e.to_string()))?;
+        let name = entry.path_bytes().into_owned();
+        let name = String::from_utf8_lossy(&name);
+        let sparse = entry.header().entry_type() == EntryType::GNUSparse;
+        match entry.header().entry_type() {
+            // Sparse files (GNU tar, `tar` of a file with holes) unpack as files too.
+            EntryType::Regular
+            | EntryType::Continuous
+            | EntryType::GNUSparse
+            | EntryType::Directory => {}
+            // Archive metadata, not a file.
+            EntryType::XGlobalHeader => continue,
+            // A link (or device, fifo) could make the host serve or run a file from
+            // outside the bundle.
+            other => {
+                return Err(PluginError::Bundle(format!(
+                    "entry {name:?} is a {other:?}: only regular files and directories are allowed"
+                )))
+            }
+        }
+        count += 1;
+        // What the entry unpacks to: a sparse file's real size, not its stored data.
+        let size = if sparse {
+            entry.header().as_gnu().and_then(|g| g.real_size().ok())
+        } else {
+            entry.header().size().ok()
+        };
+        bytes = bytes.saturating_add(size.unwrap_or(u64::MAX));
+        if count > limits.max_entries {
+            return Err(PluginError::Bundle(format!(
+                "more than {} entries",
+                limits.max_entries
+            )));
+        }
+        if bytes > limits.max_bytes {
+            return Err(PluginError::Bundle(format!(
+                "unpacks to more than {} MiB",
+                limits.max_bytes >> 20
+            )));
+        }
         // `unpack_in` refuses paths that escape the directory.
         let ok = entry
             .unpack_in(dir)
@@ -196,11 +276,21 @@ fn unpack_and_validate(dir: &Path, bundle: &[u8]) -> Result<Manifest, PluginErro
         serde_json::from_slice(&raw).map_err(|e| PluginError::Manifest(e.to_string()))?;
     m.validate()?;
     let exe = m.executable().unwrap_or_default();
-    let exe_path = root.join(exe);
-    if exe.contains("..") || !exe_path.is_file() {
+    // A regular file of the bundle itself: not an absolute path (`/bin/sh`), not a
+    // way out, not a link (none are unpacked, and the check does not follow one).
+    let is_file = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file());
+    if !inside(exe) || !is_file(&root.join(exe)) {
         return Err(PluginError::Manifest(format!(
             "executable {exe:?} is not in the bundle"
         )));
+    }
+    if let Some(w) = &m.webapp {
+        if !w.bundle_path.is_empty() && !inside(&w.bundle_path) {
+            return Err(PluginError::Manifest(format!(
+                "webapp bundle {:?} is not in the bundle",
+                w.bundle_path
+            )));
+        }
     }
     if root != dir {
         // Flatten: move the single top-level directory's content up.

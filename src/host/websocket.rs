@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -37,6 +37,12 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    if !origin_allowed(&host.site_url, &headers) {
+        if let Some(left_out) = host.repeats.admit("websocket origin refused") {
+            tracing::warn!(origin = ?headers.get(axum::http::header::ORIGIN), left_out, "websocket upgrade from another origin refused");
+        }
+        return axum::http::StatusCode::FORBIDDEN.into_response();
+    }
     let auth = session_from_headers(&host, &headers, true)
         .await
         .ok()
@@ -48,6 +54,32 @@ pub async fn upgrade(
         .to_string();
     ws.max_message_size(MAX_FRAME)
         .on_upgrade(move |socket| run(host, socket, auth, params, addr.to_string(), xff))
+}
+
+/// Mattermost's websocket origin rule: a request without an Origin (native clients,
+/// token-authenticated tools) is let through; a browser's Origin must be this server,
+/// as the site URL names it or as the request's Host does (scheme and host compared
+/// without case). Another site's page would otherwise ride the user's cookie.
+fn origin_allowed(site_url: &str, headers: &HeaderMap) -> bool {
+    use axum::http::header;
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Some((scheme, authority)) = origin.to_str().ok().and_then(|o| o.split_once("://")) else {
+        // "null" (sandboxed frames, file: pages) and anything unparsable.
+        return false;
+    };
+    let same_host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|h| h.eq_ignore_ascii_case(authority));
+    let site = site_url.trim_end_matches('/');
+    let site = site
+        .split_once("://")
+        .map(|(s, rest)| (s, rest.split('/').next().unwrap_or(rest)));
+    let same_site = site
+        .is_some_and(|(s, a)| s.eq_ignore_ascii_case(scheme) && a.eq_ignore_ascii_case(authority));
+    (same_host && matches!(scheme, "http" | "https")) || same_site
 }
 
 /// A client frame, from JSON text or a MessagePack binary frame.
@@ -97,7 +129,7 @@ async fn run(
     xff: String,
 ) {
     let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let (tx, mut rx) = mpsc::channel::<String>(super::hub::OUTBOUND_QUEUE);
     let writer = tokio::spawn(async move {
         while let Some(frame) = rx.recv().await {
             if sink.send(Message::Text(frame.into())).await.is_err() {
@@ -126,11 +158,11 @@ async fn run(
                     if let Some(t) = token {
                         if let Ok(Some((sid, uid, _))) = host.store.session_by_token(&t).await {
                             auth = Some((sid, uid));
-                            let _ = tx.send(json!({"status": "OK", "seq_reply": f.seq}).to_string());
+                            let _ = tx.try_send(json!({"status": "OK", "seq_reply": f.seq}).to_string());
                             break;
                         }
                     }
-                    let _ = tx.send(json!({"status": "FAIL", "seq_reply": f.seq, "error": {"id": "api.web_socket_router.not_authenticated.app_error", "message": "invalid or expired session, please login again.", "status_code": 401}}).to_string());
+                    let _ = tx.try_send(json!({"status": "FAIL", "seq_reply": f.seq, "error": {"id": "api.web_socket_router.not_authenticated.app_error", "message": "invalid or expired session, please login again.", "status_code": 401}}).to_string());
                 }
             }
         }
@@ -159,7 +191,13 @@ async fn run(
             .await;
     }
 
-    while let Some(Ok(msg)) = stream.next().await {
+    loop {
+        let msg = tokio::select! {
+            m = stream.next() => m,
+            // Revoked login, or a client that does not read: the host hangs up.
+            _ = conn.ended.notified() => break,
+        };
+        let Some(Ok(msg)) = msg else { break };
         if matches!(msg, Message::Close(_)) {
             break;
         }
@@ -219,8 +257,20 @@ async fn run(
             })
             .await;
     }
+    // The writer ends (with a close frame) once the last sender is gone: ours here,
+    // the hub's at detach. A socket that does not take the close is cut.
     drop(tx);
-    writer.abort();
+    let mut writer = writer;
+    if tokio::time::timeout(Duration::from_secs(1), &mut writer)
+        .await
+        .is_err()
+    {
+        tracing::debug!(
+            conn_id = conn.id,
+            "websocket close not taken, connection cut"
+        );
+        writer.abort();
+    }
 }
 
 /// The token a websocket or API request carries (re-exported for tests).

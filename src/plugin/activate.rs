@@ -102,7 +102,11 @@ pub const PLUGIN_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub async fn ensure_rtc(app: &App) -> Result<crate::sfu::shell::RtcServer, ActivateError> {
     let _one = app.rtc_start.lock().await;
     if let Some(rtc) = app.rtc() {
-        return Ok(rtc);
+        if rtc.is_alive() {
+            return Ok(rtc);
+        }
+        // Its thread died (and closed its sessions): a new server for this call.
+        tracing::warn!("the integrated SFU is gone: starting a new one");
     }
     let rtc = start_rtc_server(&app.config(), &app.metrics, app.rtc_notes.clone()).await?;
     *app.rtc.write() = Some(rtc.clone());
@@ -253,6 +257,8 @@ pub async fn activate(host_addr: &str, bundle_path: &str) -> Result<App, Activat
         bot_id: bot.id,
         sessions: Sessions::default(),
         rate: Default::default(),
+        ws_budgets: Default::default(),
+        repeats: Default::default(),
         version: PLUGIN_VERSION,
         bundle_path: bundle_path.to_string(),
         group_calls_env: std::env::var("MM_CALLS_GROUP_CALLS_ALLOWED").is_ok_and(|v| v == "true"),

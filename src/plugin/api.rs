@@ -27,6 +27,36 @@ use crate::ids::{is_valid_id, now_ms};
 pub const USER_HEADER: &str = "Mattermost-User-Id";
 /// Upstream `requestBodyMaxSizeBytes`.
 pub const MAX_BODY: usize = 1 << 20;
+/// Upstream `logsUploadMaxSizeBytes`: twice the client's 1 MB log cap (JSON escaping).
+pub const MAX_LOGS_BODY: usize = 2 << 20;
+
+/// A request body read as far as `N` bytes, as upstream's `http.MaxBytesReader`: a
+/// larger one is refused as soon as `N` is passed, the rest never read. Handlers
+/// take it instead of `Bytes`, so the body is read only after the auth and rate-limit
+/// layers let the request through, and never buffered anywhere before.
+pub struct Limited<const N: usize>(Result<Bytes, BodyRead>);
+
+#[derive(Debug)]
+pub enum BodyRead {
+    TooLarge,
+    Broken(String),
+}
+
+impl<S: Send + Sync, const N: usize> axum::extract::FromRequest<S> for Limited<N> {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
+        use http_body_util::BodyExt;
+        let read = http_body_util::Limited::new(req.into_body(), N)
+            .collect()
+            .await;
+        Ok(Limited(match read {
+            Ok(c) => Ok(c.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyRead::TooLarge),
+            Err(e) => Err(BodyRead::Broken(e.to_string())),
+        }))
+    }
+}
 
 // ------------------------------------------------------------------ response shapes
 
@@ -111,14 +141,18 @@ fn user_id(h: &HeaderMap) -> String {
 }
 
 /// Decodes a JSON body, upstream-style: too large or malformed → 400 shape A.
-fn json_body<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, Box<Response>> {
-    if body.len() > MAX_BODY {
-        return Err(Box::new(shape_a(
-            StatusCode::BAD_REQUEST,
-            "http: request body too large",
-        )));
-    }
-    serde_json::from_slice(body)
+fn json_body<T: for<'de> Deserialize<'de>>(body: Limited<MAX_BODY>) -> Result<T, Box<Response>> {
+    let bytes = match body.0 {
+        Ok(b) => b,
+        Err(BodyRead::TooLarge) => {
+            return Err(Box::new(shape_a(
+                StatusCode::BAD_REQUEST,
+                "http: request body too large",
+            )))
+        }
+        Err(BodyRead::Broken(e)) => return Err(Box::new(shape_a(StatusCode::BAD_REQUEST, &e))),
+    };
+    serde_json::from_slice(&bytes)
         .map_err(|e| Box::new(shape_a(StatusCode::BAD_REQUEST, &e.to_string())))
 }
 
@@ -165,8 +199,8 @@ pub fn router(app: App) -> Router {
     open.merge(bot)
         .merge(authed)
         .fallback(|| async { plain(StatusCode::NOT_FOUND, "404 page not found") })
-        // Bodies arrive whole through ServeHTTP; handlers apply upstream's limits
-        // (1 MiB, logs 2 MiB) themselves so that the error has upstream's shape.
+        // Bodies stream in through ServeHTTP; handlers read them through `Limited`
+        // with upstream's limits (1 MiB, logs 2 MiB) and upstream's error shapes.
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(app)
 }
@@ -420,7 +454,7 @@ async fn post_channel(
     State(app): State<App>,
     h: HeaderMap,
     Path(channel_id): Path<String>,
-    body: Bytes,
+    body: Limited<MAX_BODY>,
 ) -> Response {
     let uid = user_id(&h);
     match may_toggle(&app, &uid, &channel_id).await {
@@ -428,7 +462,7 @@ async fn post_channel(
         Ok(false) => return shape_a(StatusCode::FORBIDDEN, "Forbidden"),
         Err(e) => return app_error(e),
     }
-    let b: ChannelBody = match json_body(&body) {
+    let b: ChannelBody = match json_body(body) {
         Ok(b) => b,
         Err(r) => return *r,
     };
@@ -598,9 +632,9 @@ async fn host_make(
     State(app): State<App>,
     h: HeaderMap,
     Path(channel_id): Path<String>,
-    body: Bytes,
+    body: Limited<MAX_BODY>,
 ) -> Response {
-    let b: MakeHostBody = match json_body(&body) {
+    let b: MakeHostBody = match json_body(body) {
         Ok(b) => b,
         Err(r) => return *r,
     };
@@ -616,9 +650,9 @@ macro_rules! session_route {
             State(app): State<App>,
             h: HeaderMap,
             Path(channel_id): Path<String>,
-            body: Bytes,
+            body: Limited<MAX_BODY>,
         ) -> Response {
-            let b: SessionBody = match json_body(&body) {
+            let b: SessionBody = match json_body(body) {
                 Ok(b) => b,
                 Err(r) => return *r,
             };
@@ -709,10 +743,14 @@ struct LogsBody {
     team_id: String,
 }
 
-async fn logs_upload(State(app): State<App>, h: HeaderMap, body: Bytes) -> Response {
-    if body.len() > 2 * MAX_BODY {
+async fn logs_upload(
+    State(app): State<App>,
+    h: HeaderMap,
+    body: Limited<MAX_LOGS_BODY>,
+) -> Response {
+    let Ok(body) = body.0 else {
         return plain(StatusCode::BAD_REQUEST, "Invalid request body");
-    }
+    };
     let Ok(b) = serde_json::from_slice::<LogsBody>(&body) else {
         return plain(StatusCode::BAD_REQUEST, "Invalid request body");
     };

@@ -82,6 +82,10 @@ pub struct Inner {
     pub mutexes: Mutexes,
     pub sessions: Sessions,
     pub rate: parking_lot::Mutex<HashMap<String, TokenBucket>>,
+    /// Websocket action budgets, per connection (`signaling::WsBudget`).
+    pub ws_budgets: parking_lot::Mutex<HashMap<String, super::signaling::WsBudget>>,
+    /// Warnings clients can trigger at will, written once per window.
+    pub repeats: crate::log_limit::Repeats,
     pub version: &'static str,
     pub bundle_path: String,
     /// When set, group calls are allowed regardless of license (env `MM_CALLS_GROUP_CALLS_ALLOWED`).
@@ -112,32 +116,7 @@ impl std::ops::Deref for App {
     }
 }
 
-/// Per-user token bucket (upstream: 1 req/s, burst 10).
-#[derive(Debug)]
-pub struct TokenBucket {
-    tokens: f64,
-    last: std::time::Instant,
-}
-
-impl TokenBucket {
-    pub fn new(burst: f64) -> TokenBucket {
-        TokenBucket {
-            tokens: burst,
-            last: std::time::Instant::now(),
-        }
-    }
-    pub fn allow(&mut self, rate: f64, burst: f64) -> bool {
-        let now = std::time::Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * rate).min(burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
+pub use crate::rate::TokenBucket;
 
 impl App {
     pub fn config(&self) -> Arc<Config> {
@@ -203,6 +182,17 @@ impl App {
         map.entry(user_id.to_string())
             .or_insert_with(|| TokenBucket::new(10.0))
             .allow(1.0, 10.0)
+    }
+
+    /// The websocket's login session is still the user's: a connection whose login was
+    /// revoked (logout) acts no more, even if its socket outlived the revocation.
+    pub async fn require_login(&self, user_id: &str, auth_session: &str) -> Result<()> {
+        let s = self.host.session(auth_session).await?;
+        if s.valid && s.user_id == user_id {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden)
+        }
     }
 
     pub async fn is_admin(&self, user_id: &str) -> Result<bool> {

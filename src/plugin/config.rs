@@ -249,6 +249,35 @@ fn parse_go_bool(s: &str) -> Option<bool> {
     }
 }
 
+/// An rtcd service URL as the plugin can use it: `http(s)://[id:key@]host:port[/...]`
+/// (upstream refuses other schemes and a missing port when it connects; here the
+/// admin hears it when saving).
+fn check_rtcd_url(url: &str) -> Result<(), String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!("{url:?} is not a URL"));
+    };
+    if !matches!(scheme, "http" | "https") {
+        return Err(format!("invalid url scheme: {scheme:?} is not valid"));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let (host, port) = match host_port.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && !p.contains(']') => (h, p),
+        _ => return Err(format!("missing port in address {host_port:?}")),
+    };
+    if host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .is_empty()
+    {
+        return Err("invalid url host: should not be empty".into());
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("invalid port {port:?}")),
+    }
+}
+
 impl Config {
     /// Builds the effective configuration: defaults, then the stored settings, then the
     /// env overrides; then validates it.
@@ -291,7 +320,17 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Settings an admin is saving: they must be valid on their own, not only once the
+    /// `MM_CALLS_*` overrides in force hide their faults (the stored values take
+    /// effect as soon as an override is removed).
+    pub fn check_saved(stored: &[u8]) -> Result<(), ConfigError> {
+        Config::load(stored, &|_| None).map(|_| ())
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.RTCDServiceURL.is_empty() {
+            check_rtcd_url(&self.RTCDServiceURL).map_err(|why| invalid("RTCDServiceURL", why))?;
+        }
         if self.MaxCallParticipants < 0 {
             return Err(invalid("MaxCallParticipants", "should not be negative"));
         }
@@ -461,6 +500,7 @@ fn normalize_stored(kind: Kind, field: &'static str, v: &Value) -> Result<Value,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn no_env(_: &str) -> Option<String> {
         None
@@ -548,6 +588,45 @@ mod tests {
             );
         }
         assert!(Config::load(br#"{"ICEHostPortOverride":0}"#, &no_env).is_ok());
+    }
+
+    #[test]
+    fn rtcd_urls_need_an_http_scheme_and_a_port() {
+        for bad in [
+            "rtcd:8045",
+            "ftp://rtcd:8045",
+            "ws://rtcd:8045",
+            "http://rtcd",
+            "http://rtcd:",
+            "http://rtcd:http",
+            "http://:8045",
+            "http://id:key@rtcd",
+            "http://[::1]",
+        ] {
+            let stored = json!({ "RTCDServiceURL": bad }).to_string();
+            assert!(
+                Config::load(stored.as_bytes(), &no_env).is_err(),
+                "{bad} accepted"
+            );
+        }
+        for good in [
+            "http://rtcd:8045",
+            "https://id:key@rtcd.example.com:8045/",
+            "http://[::1]:8045",
+        ] {
+            let stored = json!({ "RTCDServiceURL": good }).to_string();
+            assert!(Config::load(stored.as_bytes(), &no_env).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn saved_settings_are_checked_without_the_overrides_that_hide_them() {
+        let env = |k: &str| (k == "MM_CALLS_UDP_SERVER_PORT").then(|| "9000".to_string());
+        let stored = br#"{"UDPServerPort":70000}"#;
+        // In force, the override wins; but saving the bad value is refused.
+        assert_eq!(Config::load(stored, &env).unwrap().UDPServerPort, 9000);
+        assert!(Config::check_saved(stored).is_err());
+        assert!(Config::check_saved(br#"{"UDPServerPort":8443}"#).is_ok());
     }
 
     #[test]

@@ -53,6 +53,34 @@ impl Default for Hooks {
     }
 }
 
+/// The body chunks that follow a request's head, as an HTTP body stream; an error if
+/// the host says the body is incomplete or the stream breaks.
+fn body_of(
+    parts: tonic::Streaming<proto::HttpRequestPart>,
+) -> impl futures_util::Stream<Item = Result<axum::body::Bytes, BodyError>> {
+    use futures_util::StreamExt;
+    use proto::http_request_part::Part;
+    parts.filter_map(|p| async move {
+        match p {
+            Ok(proto::HttpRequestPart {
+                part: Some(Part::Body(b)),
+            }) => Some(Ok(axum::body::Bytes::from(b))),
+            Ok(proto::HttpRequestPart {
+                part: Some(Part::BodyError(e)),
+            }) => Some(Err(BodyError(e))),
+            Ok(proto::HttpRequestPart {
+                part: Some(Part::Head(_)),
+            }) => Some(Err(BodyError("a second request head".into()))),
+            Ok(proto::HttpRequestPart { part: None }) => None,
+            Err(status) => Some(Err(BodyError(status.message().to_string()))),
+        }
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("request body incomplete: {0}")]
+struct BodyError(String);
+
 fn http_response(status: u16, headers: Vec<proto::Header>, body: Vec<u8>) -> proto::HttpResponse {
     proto::HttpResponse {
         status: u32::from(status),
@@ -100,7 +128,7 @@ impl Plugin for Hooks {
     ) -> Result<Response<proto::ConfigurationChangeResponse>, Status> {
         let app = self.app().await?;
         let raw = req.into_inner().config_json;
-        match Config::load(&raw, &process_env) {
+        match Config::check_saved(&raw).and_then(|()| Config::load(&raw, &process_env)) {
             Ok(cfg) => {
                 *app.config.write() = Arc::new(cfg);
                 *app.env_overrides.write() = env_overrides(&process_env);
@@ -123,9 +151,16 @@ impl Plugin for Hooks {
 
     async fn serve_http(
         &self,
-        req: Request<proto::HttpRequest>,
+        req: Request<tonic::Streaming<proto::HttpRequestPart>>,
     ) -> Result<Response<proto::HttpResponse>, Status> {
-        let req = req.into_inner();
+        let mut parts = req.into_inner();
+        let Some(proto::http_request_part::Part::Head(req)) =
+            parts.message().await?.and_then(|p| p.part)
+        else {
+            return Err(Status::invalid_argument(
+                "ServeHTTP: the request head must come first",
+            ));
+        };
         let router = match self.app.read().await.as_ref() {
             Some((_, r)) => r.clone(),
             None => {
@@ -154,7 +189,9 @@ impl Plugin for Hooks {
         if !req.user_id.is_empty() {
             b = b.header(USER_HEADER, req.user_id.as_str());
         }
-        let Ok(http_req) = b.body(Body::from(req.body)) else {
+        // The body stays in the stream until a handler reads it (and only as far as
+        // its limit): a request refused before that costs no body at all.
+        let Ok(http_req) = b.body(Body::from_stream(body_of(parts))) else {
             return Ok(Response::new(http_response(
                 400,
                 vec![],

@@ -83,6 +83,7 @@ async fn join(
     if !crate::ids::is_valid_id(channel_id) {
         return Err(refused("invalid channelID"));
     }
+    app.require_login(user_id, auth_session).await?;
     let is_bot = !app.bot_id.is_empty() && user_id == app.bot_id;
     if is_bot && data.job_id.is_empty() {
         return Err(refused("JobID should not be empty for bot connections"));
@@ -518,6 +519,7 @@ async fn reconnect(
     if d.channel_id.is_empty() || d.original_conn_id.is_empty() || d.prev_conn_id.is_empty() {
         return Err(refused("invalid reconnect message"));
     }
+    app.require_login(user_id, auth_session).await?;
     let is_bot = !app.bot_id.is_empty() && user_id == app.bot_id;
     if !is_bot
         && !app

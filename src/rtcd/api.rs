@@ -2,11 +2,12 @@
 //! §1, §2.1): exact paths, upstream's response shapes (`{"code": "<status>", ...}`),
 //! auth before the websocket upgrade (a failure is an empty 200, as upstream).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -137,7 +138,11 @@ async fn metrics(State(r): State<Arc<Rtcd>>) -> Response {
 }
 
 /// Basic or Bearer, as upstream's authHandler.
-async fn authenticate(r: &Rtcd, headers: &HeaderMap) -> Result<Identity, AuthError> {
+async fn authenticate(
+    r: &Rtcd,
+    headers: &HeaderMap,
+    from: SocketAddr,
+) -> Result<Identity, AuthError> {
     let h = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -151,7 +156,7 @@ async fn authenticate(r: &Rtcd, headers: &HeaderMap) -> Result<Identity, AuthErr
         .map_err(|_| AuthError::Failed)?;
     let raw = String::from_utf8(raw).map_err(|_| AuthError::Failed)?;
     let (id, key) = raw.split_once(':').ok_or(AuthError::Failed)?;
-    r.auth.basic(id, key).await
+    r.auth.basic(id, key, from.ip()).await
 }
 
 /// The JSON body's string fields (every value must be a string).
@@ -173,11 +178,12 @@ fn s<'a>(m: &'a serde_json::Map<String, Value>, k: &str) -> &'a str {
 
 async fn register(
     State(r): State<Arc<Rtcd>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
     if !r.config.api.security.allow_self_registration {
-        if let Err(e) = authenticate(&r, &headers).await {
+        if let Err(e) = authenticate(&r, &headers, from).await {
             return error(StatusCode::UNAUTHORIZED, e.to_string());
         }
     }
@@ -200,6 +206,7 @@ async fn register(
 
 async fn unregister(
     State(r): State<Arc<Rtcd>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
@@ -207,7 +214,7 @@ async fn unregister(
     if !sec.enable_admin && !sec.allow_self_registration {
         return error(StatusCode::FORBIDDEN, "unregister not enabled");
     }
-    let who = match authenticate(&r, &headers).await {
+    let who = match authenticate(&r, &headers, from).await {
         Ok(w) => w,
         Err(e) => return error(StatusCode::UNAUTHORIZED, e.to_string()),
     };
@@ -230,12 +237,20 @@ async fn unregister(
     }
 }
 
-async fn login(State(r): State<Arc<Rtcd>>, body: axum::body::Bytes) -> Response {
+async fn login(
+    State(r): State<Arc<Rtcd>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    body: axum::body::Bytes,
+) -> Response {
     let m = match string_fields(&body) {
         Ok(m) => m,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    match r.auth.login(s(&m, "clientID"), s(&m, "authKey")).await {
+    match r
+        .auth
+        .login(s(&m, "clientID"), s(&m, "authKey"), from.ip())
+        .await
+    {
         Ok(token) => coded(StatusCode::OK, json!({"bearerToken": token})),
         // A bad key is a 400 upstream, not a 401.
         Err(e) => error(StatusCode::BAD_REQUEST, format!("login failed: {e}")),
@@ -258,8 +273,8 @@ fn session_config(sid: &str, e: &super::session::SessionEntry) -> Value {
     })
 }
 
-async fn client_of(r: &Rtcd, headers: &HeaderMap) -> Result<String, Response> {
-    match authenticate(r, headers).await {
+async fn client_of(r: &Rtcd, headers: &HeaderMap, from: SocketAddr) -> Result<String, Response> {
+    match authenticate(r, headers, from).await {
         // The admin has no group: always 401 here, as upstream.
         Ok(Identity::Client(id)) => Ok(id),
         _ => Err(plain(StatusCode::UNAUTHORIZED, "unauthorized")),
@@ -268,10 +283,11 @@ async fn client_of(r: &Rtcd, headers: &HeaderMap) -> Result<String, Response> {
 
 async fn sessions(
     State(r): State<Arc<Rtcd>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(call_id): Path<String>,
 ) -> Response {
-    let group = match client_of(&r, &headers).await {
+    let group = match client_of(&r, &headers, from).await {
         Ok(g) => g,
         Err(resp) => return resp,
     };
@@ -289,10 +305,11 @@ async fn sessions(
 
 async fn session(
     State(r): State<Arc<Rtcd>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path((call_id, session_id)): Path<(String, String)>,
 ) -> Response {
-    let group = match client_of(&r, &headers).await {
+    let group = match client_of(&r, &headers, from).await {
         Ok(g) => g,
         Err(resp) => return resp,
     };
@@ -311,12 +328,17 @@ async fn session(
     }
 }
 
-async fn ws(State(r): State<Arc<Rtcd>>, headers: HeaderMap, up: WebSocketUpgrade) -> Response {
+async fn ws(
+    State(r): State<Arc<Rtcd>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    up: WebSocketUpgrade,
+) -> Response {
     if origin_allowed(&r, &headers) == Some(false) {
         tracing::warn!(origin = ?headers.get(header::ORIGIN), "websocket from a disallowed origin refused");
         return StatusCode::FORBIDDEN.into_response();
     }
-    let who = match authenticate(&r, &headers).await {
+    let who = match authenticate(&r, &headers, from).await {
         Ok(w) => w,
         Err(e) => {
             tracing::warn!(error = %e, "websocket authentication failed");
@@ -352,6 +374,8 @@ async fn serve(r: Arc<Rtcd>, client_id: String, socket: WebSocket) {
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     let mut deadline = tokio::time::Instant::now() + READ_DEADLINE;
+    // What this connection does wrong is logged once per window, with a count.
+    let repeats = crate::log_limit::Repeats::default();
     while ok {
         tokio::select! {
             m = rx.next() => match m {
@@ -360,14 +384,20 @@ async fn serve(r: Arc<Rtcd>, client_id: String, socket: WebSocket) {
                         Ok(env) => {
                             r.metrics.ws_messages.with_label_values(&[client_id.as_str(), env.type_name(), "in"]).inc();
                             if let Err(e) = r.sessions.handle(&conn_id, &client_id, env) {
-                                tracing::warn!(client_id, conn_id, error = %e, "plugin message refused");
+                                if let Some(left_out) = repeats.admit("refused") {
+                                    tracing::warn!(client_id, conn_id, error = %e, left_out, "plugin message refused");
+                                }
                             }
                         }
-                        Err(e) => tracing::warn!(client_id, conn_id, error = %e, "bad plugin message"),
+                        Err(e) => if let Some(left_out) = repeats.admit("bad") {
+                            tracing::warn!(client_id, conn_id, error = %e, left_out, "bad plugin message");
+                        },
                     }
                 }
                 Some(Ok(Message::Pong(_))) => deadline = tokio::time::Instant::now() + READ_DEADLINE,
-                Some(Ok(Message::Text(_))) => tracing::warn!(client_id, conn_id, "unexpected text message"),
+                Some(Ok(Message::Text(_))) => if let Some(left_out) = repeats.admit("text") {
+                    tracing::warn!(client_id, conn_id, left_out, "unexpected text message");
+                },
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
                     tracing::debug!(client_id, conn_id, error = %e, "websocket read failed");

@@ -1,9 +1,14 @@
 //! rtcd authentication (reference rtcd.md §1.3): registered clients (id + key, the key
 //! stored hashed in `store.data_source`), the admin secret key (constant-time
 //! compare), bearer tokens from `/login` (one per client, expiring), and the shared
-//! rate limit of 12 × CPUs per second, burst 1, waiting at most 10 s.
+//! rate limit of 12 × CPUs per second, burst 1, waiting at most 10 s. On top of
+//! upstream: after `MAX_FAILURES` wrong keys for one client id from one source
+//! address, that pair is refused for `FAILURE_BACKOFF` without verifying anything,
+//! so an unauthenticated flood neither keeps a core busy with argon2 nor uses up the
+//! shared limit the real plugin needs (which logs in from its own address).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -15,6 +20,8 @@ use subtle::ConstantTimeEq;
 /// Minimum key length for registration.
 pub const MIN_KEY_LEN: usize = 32;
 const RATE_WAIT: Duration = Duration::from_secs(10);
+pub const MAX_FAILURES: u32 = 5;
+pub const FAILURE_BACKOFF: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum AuthError {
@@ -59,6 +66,8 @@ pub struct Auth {
     token_ttl: Duration,
     next_slot: tokio::sync::Mutex<Instant>,
     interval: Duration,
+    /// Wrong keys per (client id, source address): count and time of the last.
+    failures: Mutex<HashMap<(String, IpAddr), (u32, Instant)>>,
 }
 
 impl Auth {
@@ -91,6 +100,7 @@ impl Auth {
             token_ttl,
             next_slot: tokio::sync::Mutex::new(Instant::now()),
             interval: Duration::from_secs(1) / (12 * cpus),
+            failures: Mutex::new(HashMap::new()),
         })
     }
 
@@ -116,8 +126,47 @@ impl Auth {
             .is_some_and(|a| bool::from(a.as_bytes().ct_eq(key.as_bytes())))
     }
 
+    /// Verifies `key` against `hash` for `client_id` from `from`, unless that pair
+    /// failed too often lately (then refused without hashing).
+    async fn verify_from(
+        &self,
+        client_id: &str,
+        from: IpAddr,
+        hash: &str,
+        key: &str,
+    ) -> Result<(), AuthError> {
+        let pair = (client_id.to_string(), from);
+        if let Some((n, last)) = self.failures.lock().get(&pair) {
+            if *n >= MAX_FAILURES && last.elapsed() < FAILURE_BACKOFF {
+                return Err(AuthError::RateLimited);
+            }
+        }
+        self.rate_limit().await?;
+        let ok = verify(hash, key);
+        let mut failures = self.failures.lock();
+        if ok {
+            failures.remove(&pair);
+            return Ok(());
+        }
+        let e = failures.entry(pair).or_insert((0, Instant::now()));
+        if e.1.elapsed() >= FAILURE_BACKOFF {
+            e.0 = 0;
+        }
+        e.0 += 1;
+        e.1 = Instant::now();
+        if failures.len() > crate::rate::MAX_KEYS {
+            failures.retain(|_, (_, last)| last.elapsed() < FAILURE_BACKOFF);
+        }
+        Err(AuthError::Failed)
+    }
+
     /// Basic credentials: the admin key (any user name), or a registered client.
-    pub async fn basic(&self, client_id: &str, key: &str) -> Result<Identity, AuthError> {
+    pub async fn basic(
+        &self,
+        client_id: &str,
+        key: &str,
+        from: IpAddr,
+    ) -> Result<Identity, AuthError> {
         if self.is_admin_key(key) {
             return Ok(Identity::Admin);
         }
@@ -129,10 +178,8 @@ impl Auth {
         let Some(hash) = hash else {
             return Err(AuthError::Failed);
         };
-        self.rate_limit().await?;
-        verify(&hash, key)
-            .then(|| Identity::Client(client_id.to_string()))
-            .ok_or(AuthError::Failed)
+        self.verify_from(client_id, from, &hash, key).await?;
+        Ok(Identity::Client(client_id.to_string()))
     }
 
     pub fn bearer(&self, token: &str) -> Result<Identity, AuthError> {
@@ -148,15 +195,17 @@ impl Auth {
     }
 
     /// `/login`: a new 32-char token, replacing the client's previous one.
-    pub async fn login(&self, client_id: &str, key: &str) -> Result<String, AuthError> {
+    pub async fn login(
+        &self,
+        client_id: &str,
+        key: &str,
+        from: IpAddr,
+    ) -> Result<String, AuthError> {
         let hash = self.clients.lock().get(client_id).cloned();
         let Some(hash) = hash else {
             return Err(AuthError::NotFound);
         };
-        self.rate_limit().await?;
-        if !verify(&hash, key) {
-            return Err(AuthError::Failed);
-        }
+        self.verify_from(client_id, from, &hash, key).await?;
         let token = random_token();
         let mut tokens = self.tokens.lock();
         tokens.retain(|_, (id, _)| id != client_id);
@@ -240,6 +289,40 @@ pub fn random_token() -> String {
 mod tests {
     use super::*;
 
+    const HERE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    /// Wrong keys for one client from one address: after `MAX_FAILURES`, refused
+    /// without verifying, even the right key; another address is not affected.
+    #[tokio::test]
+    async fn repeated_wrong_keys_from_an_address_are_refused_without_verifying() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = Auth::open(dir.path(), None, Duration::from_secs(60)).unwrap();
+        let key = "k".repeat(32);
+        auth.register("c1", &key).await.unwrap();
+        let attacker: IpAddr = "192.0.2.9".parse().unwrap();
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(
+                auth.basic("c1", "wrong", attacker).await,
+                Err(AuthError::Failed)
+            );
+        }
+        for _ in 0..100 {
+            assert_eq!(
+                auth.basic("c1", "wrong", attacker).await,
+                Err(AuthError::RateLimited)
+            );
+        }
+        assert_eq!(
+            auth.login("c1", &key, attacker).await,
+            Err(AuthError::RateLimited)
+        );
+        // The client itself, from its own address, is still served.
+        assert_eq!(
+            auth.basic("c1", &key, HERE).await,
+            Ok(Identity::Client("c1".into()))
+        );
+    }
+
     #[tokio::test]
     async fn register_login_basic_bearer_unregister() {
         let dir = tempfile::tempdir().unwrap();
@@ -261,27 +344,33 @@ mod tests {
             Err(AuthError::AlreadyRegistered)
         );
         assert_eq!(
-            auth.basic("c1", &key).await,
+            auth.basic("c1", &key, HERE).await,
             Ok(Identity::Client("c1".into()))
         );
-        assert_eq!(auth.basic("c1", "wrong").await, Err(AuthError::Failed));
-        assert_eq!(auth.basic("nobody", &key).await, Err(AuthError::Failed));
         assert_eq!(
-            auth.basic("anyone", "admin-secret").await,
+            auth.basic("c1", "wrong", HERE).await,
+            Err(AuthError::Failed)
+        );
+        assert_eq!(
+            auth.basic("nobody", &key, HERE).await,
+            Err(AuthError::Failed)
+        );
+        assert_eq!(
+            auth.basic("anyone", "admin-secret", HERE).await,
             Ok(Identity::Admin)
         );
-        let t = auth.login("c1", &key).await.unwrap();
+        let t = auth.login("c1", &key, HERE).await.unwrap();
         assert_eq!(t.len(), 32);
         assert_eq!(auth.bearer(&t), Ok(Identity::Client("c1".into())));
-        let t2 = auth.login("c1", &key).await.unwrap();
+        let t2 = auth.login("c1", &key, HERE).await.unwrap();
         assert_eq!(auth.bearer(&t), Err(AuthError::Failed), "old token evicted");
         // The store survives a restart, hashed.
         let text = std::fs::read_to_string(dir.path().join("clients.json")).unwrap();
         assert!(!text.contains(&key));
         let again = Auth::open(dir.path(), None, Duration::from_secs(60)).unwrap();
-        assert!(again.basic("c1", &key).await.is_ok());
+        assert!(again.basic("c1", &key, HERE).await.is_ok());
         assert_eq!(
-            again.basic("x", "admin-secret").await,
+            again.basic("x", "admin-secret", HERE).await,
             Err(AuthError::Failed),
             "admin off"
         );

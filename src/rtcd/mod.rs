@@ -229,24 +229,27 @@ pub async fn run(config: Config) -> Result<(), RtcdError> {
     println!("rtcd listening on http://{local}");
     let app = api::router(rtcd.clone());
     let drain = rtcd.clone();
-    axum::serve(crate::nodelay::listener(listener), app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!(
-                sessions = drain.sessions.session_count(),
-                "shutting down: waiting for sessions to end"
-            );
-            tokio::select! {
-                _ = async {
-                    while drain.sessions.session_count() > 0 {
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                } => {}
-                _ = shutdown_signal() => tracing::warn!("second signal: stopping now"),
-            }
-        })
-        .await
-        .map_err(|e| RtcdError::Bind(listen.to_string(), e))?;
+    axum::serve(
+        crate::nodelay::listener(listener),
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!(
+            sessions = drain.sessions.session_count(),
+            "shutting down: waiting for sessions to end"
+        );
+        tokio::select! {
+            _ = async {
+                while drain.sessions.session_count() > 0 {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            } => {}
+            _ = shutdown_signal() => tracing::warn!("second signal: stopping now"),
+        }
+    })
+    .await
+    .map_err(|e| RtcdError::Bind(listen.to_string(), e))?;
     tracing::info!("rtcd stopped");
     Ok(())
 }

@@ -2,6 +2,11 @@
 //! connection, where each session's signaling goes now (`conn_map`), and the glue
 //! between plugin messages and the SFU. Calls are keyed by group (client id) and
 //! call id, so two installations never share a call.
+//!
+//! Tenant isolation: every message that names a session acts only on a session of
+//! the sender's own group. Another group's session is "not found", exactly as one
+//! that does not exist, so a client can neither close, move, nor signal it (and
+//! learns nothing of it). Upstream checks no group here.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,8 +53,37 @@ pub enum SessionError {
     Exists,
     #[error("session not found")]
     NotFound,
+    /// No such session in any group (internal: told to the client as `NotFound`).
+    #[error("session not found")]
+    Gone,
     #[error("invalid rtc message: {0}")]
     BadMessage(String),
+}
+
+impl SessionError {
+    /// What the sender is told: `Gone` and another group's session look the same.
+    fn visible(self) -> SessionError {
+        match self {
+            SessionError::Gone => SessionError::NotFound,
+            e => e,
+        }
+    }
+}
+
+impl State {
+    /// The session if it is one of `group`'s. `NotFound` for another group's session,
+    /// `Gone` for one that exists in no group.
+    fn owned<'a>(
+        st: &'a State,
+        group: &str,
+        session_id: &str,
+    ) -> Result<&'a SessionEntry, SessionError> {
+        match st.sessions.get(session_id) {
+            Some(e) if e.group == group => Ok(e),
+            Some(_) => Err(SessionError::NotFound),
+            None => Err(SessionError::Gone),
+        }
+    }
 }
 
 pub struct Sessions {
@@ -98,18 +132,26 @@ impl Sessions {
         match env {
             Envelope::Join(j) => self.join(conn_id, group, j),
             Envelope::Leave { session_id } => {
+                match State::owned(&self.state.lock(), group, &session_id) {
+                    // A session rtcd already closed: nothing left to do.
+                    Err(SessionError::Gone) => return Ok(()),
+                    Err(e) => return Err(e),
+                    Ok(_) => {}
+                }
                 self.close(&session_id, true);
                 Ok(())
             }
             Envelope::Reconnect { session_id } => {
                 let mut st = self.state.lock();
-                if !st.sessions.contains_key(&session_id) {
-                    return Err(SessionError::NotFound);
-                }
+                State::owned(&st, group, &session_id).map_err(SessionError::visible)?;
                 st.conn_map.insert(session_id, conn_id.to_string());
                 Ok(())
             }
-            Envelope::Rtc(m) => self.rtc_in(m),
+            Envelope::Rtc(m) => {
+                State::owned(&self.state.lock(), group, &m.session_id)
+                    .map_err(SessionError::visible)?;
+                self.rtc_in(m)
+            }
             other => Err(SessionError::BadMessage(format!(
                 "unexpected client message type {:?}",
                 other.type_name()
@@ -158,11 +200,9 @@ impl Sessions {
         Ok(())
     }
 
+    /// An `rtc` message for a session of the sender's group (checked by `handle`).
     fn rtc_in(self: &Arc<Self>, m: RtcMessage) -> Result<(), SessionError> {
         let sid = m.session_id.clone();
-        if !self.state.lock().sessions.contains_key(&sid) {
-            return Err(SessionError::NotFound);
-        }
         let bad = |e: String| SessionError::BadMessage(e);
         let data = m.data.unwrap_or_default();
         let json = || serde_json::from_slice::<Value>(&data).map_err(|e| bad(e.to_string()));
@@ -356,5 +396,118 @@ impl Sessions {
 
     pub fn session_count(&self) -> usize {
         self.state.lock().sessions.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sessions() -> (Arc<Sessions>, mpsc::UnboundedReceiver<Command>) {
+        let (rtc, commands) = RtcServer::detached();
+        let sent = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("sent", "sent"),
+            &["clientID", "type", "direction"],
+        )
+        .unwrap();
+        (Arc::new(Sessions::new(rtc, sent)), commands)
+    }
+
+    fn rtc(session: &str, msg_type: i64, data: &[u8]) -> Envelope {
+        Envelope::Rtc(RtcMessage {
+            session_id: session.into(),
+            msg_type,
+            data: Some(data.to_vec()),
+            ..Default::default()
+        })
+    }
+
+    /// Another group's session is out of reach: leave, reconnect and every rtc
+    /// message naming it are refused as "not found" and change nothing.
+    #[tokio::test]
+    async fn a_client_cannot_touch_another_groups_session() {
+        let (s, mut commands) = sessions();
+        let (victim_tx, mut victim_rx) = mpsc::channel(10);
+        let (attacker_tx, mut attacker_rx) = mpsc::channel(10);
+        s.add_conn("conn-v", "victim", victim_tx);
+        s.add_conn("conn-a", "attacker", attacker_tx);
+        let sid = "s".repeat(26);
+        s.handle(
+            "conn-v",
+            "victim",
+            Envelope::Join(Join {
+                call_id: "call".into(),
+                user_id: "user".into(),
+                session_id: sid.clone(),
+                channel_id: "chan".into(),
+                ..Default::default()
+            }),
+        )
+        .unwrap();
+        assert!(matches!(
+            commands.try_recv(),
+            Ok(Command::AddSession { session_id, .. }) if session_id == sid
+        ));
+
+        let offer = br#"{"type":"offer","sdp":"v=0"}"#;
+        for env in [
+            Envelope::Leave {
+                session_id: sid.clone(),
+            },
+            Envelope::Reconnect {
+                session_id: sid.clone(),
+            },
+            rtc(&sid, rtc_type::SDP, offer),
+            rtc(
+                &sid,
+                rtc_type::ICE,
+                br#"{"candidate":"candidate:1 1 udp 1 1.2.3.4 9 typ host"}"#,
+            ),
+            rtc(&sid, rtc_type::UNMUTE, b""),
+            rtc(&sid, rtc_type::SCREEN_ON, br#"{"screenStreamID":"x"}"#),
+        ] {
+            let what = env.type_name();
+            assert_eq!(
+                s.handle("conn-a", "attacker", env),
+                Err(SessionError::NotFound),
+                "{what}"
+            );
+        }
+        tokio::task::yield_now().await;
+        assert!(commands.try_recv().is_err(), "a command reached the SFU");
+        assert!(victim_rx.try_recv().is_err() && attacker_rx.try_recv().is_err());
+        {
+            let st = s.state.lock();
+            assert_eq!(st.sessions[&sid].group, "victim");
+            assert_eq!(st.conn_map[&sid], "conn-v", "the session was moved");
+        }
+        // A session id that exists nowhere looks the same to the sender.
+        assert_eq!(
+            s.handle(
+                "conn-a",
+                "attacker",
+                rtc(&"z".repeat(26), rtc_type::MUTE, b"")
+            ),
+            Err(SessionError::NotFound)
+        );
+
+        // The owner still can: its leave closes the session and tells its connection.
+        s.handle(
+            "conn-v",
+            "victim",
+            Envelope::Leave {
+                session_id: sid.clone(),
+            },
+        )
+        .unwrap();
+        assert!(matches!(
+            commands.try_recv(),
+            Ok(Command::RemoveSession { session_id }) if session_id == sid
+        ));
+        assert_eq!(
+            Envelope::decode(&victim_rx.try_recv().unwrap()).unwrap(),
+            Envelope::Close { session_id: sid }
+        );
+        assert_eq!(s.session_count(), 0);
     }
 }

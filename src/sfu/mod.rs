@@ -119,6 +119,8 @@ pub enum SfuError {
     NoPendingOffer,
     #[error("rtc: {0}")]
     Rtc(#[from] str0m::RtcError),
+    #[error("session {0} failed and is closed")]
+    Panicked(String),
 }
 
 /// What the SFU asks its shell to do.
@@ -237,6 +239,31 @@ pub struct Sfu {
     writes: u32,
     /// When an RTP packet last came in from a publisher (see `quiet_tick`).
     last_media: Option<Instant>,
+    /// Sessions whose str0m work panicked: closed at the next poll (see `guarded`).
+    poisoned: Vec<Sid>,
+}
+
+/// Runs one session's str0m work. A panic inside (str0m's or ours) is caught here and
+/// costs that session only: its `Rtc` may be half-updated, so it is never touched
+/// again and the session is closed with the usual events, while every other session
+/// goes on (str0m's advice for SFUs: one `Rtc` per participant, dropped on panic).
+fn guarded<R>(sid: &str, f: impl FnOnce() -> R) -> Option<R> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => Some(r),
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(
+                session_id = sid,
+                panic = what,
+                "session panicked: closing it"
+            );
+            None
+        }
+    }
 }
 
 impl Sfu {
@@ -263,6 +290,7 @@ impl Sfu {
             next_flush: None,
             writes: 0,
             last_media: None,
+            poisoned: Vec::new(),
         }
     }
 
@@ -405,6 +433,22 @@ impl Sfu {
         Ok(peer)
     }
 
+    /// A session whose str0m work panicked: closed at the next poll.
+    fn poison(&mut self, session_id: &str) -> SfuError {
+        if let Ok(sid) = self.sid(session_id) {
+            self.poisoned.push(sid);
+        }
+        SfuError::Panicked(session_id.to_string())
+    }
+
+    /// Makes the session's next str0m input panic (tests of `guarded`).
+    #[cfg(test)]
+    pub(crate) fn inject_panic(&mut self, session_id: &str) {
+        if let Ok(p) = self.peer(session_id) {
+            p.panic_on_input = true;
+        }
+    }
+
     /// The core's shared id of a session.
     fn sid(&self, session_id: &str) -> Result<Sid, SfuError> {
         self.peers
@@ -416,7 +460,10 @@ impl Sfu {
     /// A client offer (SDP text); returns our answer's SDP text.
     pub fn handle_offer(&mut self, session_id: &str, sdp: &str) -> Result<String, SfuError> {
         let peer = self.peer(session_id)?;
-        let r = peer.accept_offer(sdp);
+        let Some(r) = guarded(session_id, || peer.accept_offer(sdp)) else {
+            return Err(self.poison(session_id));
+        };
+        let peer = self.peer(session_id)?;
         if r.is_err() {
             peer.reports.push(PeerReport::Error("signaling"));
         }
@@ -426,7 +473,11 @@ impl Sfu {
     /// The client's answer to our last offer.
     pub fn handle_answer(&mut self, session_id: &str, sdp: &str) -> Result<(), SfuError> {
         let peer = self.peer(session_id)?;
-        let added = match peer.accept_answer(sdp) {
+        let Some(answered) = guarded(session_id, || peer.accept_answer(sdp)) else {
+            return Err(self.poison(session_id));
+        };
+        let peer = self.peer(session_id)?;
+        let added = match answered {
             Ok(a) => a,
             Err(e) => {
                 peer.reports.push(PeerReport::Error("signaling"));
@@ -645,9 +696,18 @@ impl Sfu {
         let Some((sid, peer)) = self.peers.entry_at_mut(slot) else {
             return false;
         };
-        if let Err(e) = peer.rtc.handle_input(input) {
-            tracing::warn!(session_id = %sid, error = %e, "rtc input failed");
-            self.observer.error(&peer.group, "ice");
+        match guarded(sid, || peer.handle_input(input)) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                tracing::warn!(session_id = %sid, error = %e, "rtc input failed");
+                self.observer.error(&peer.group, "ice");
+            }
+            None => {
+                let sid = sid.clone();
+                self.poisoned.push(sid);
+                self.dirty.remove(&slot);
+                return true;
+            }
         }
         if known.is_none() {
             self.routes.insert(source, slot);
@@ -689,7 +749,7 @@ impl Sfu {
     /// over the watched ones every `HOUSEKEEPING`; returns when to call again at the
     /// latest.
     pub fn poll(&mut self, now: Instant, out: &mut Vec<Output>) -> Instant {
-        let mut closed = Vec::new();
+        let mut closed = std::mem::take(&mut self.poisoned);
         self.fire_timers(now);
         if self.next_housekeeping.is_some_and(|t| now >= t) {
             self.next_housekeeping = None;
@@ -706,7 +766,11 @@ impl Sfu {
                 let Some((sid, peer)) = self.peers.entry_at_mut(slot) else {
                     continue;
                 };
-                let open = peer.drain(sid, now, stirred, out, &mut cross);
+                let Some(open) = guarded(sid, || peer.drain(sid, now, stirred, out, &mut cross))
+                else {
+                    closed.push(sid.clone());
+                    continue;
+                };
                 peer.report(now, &*self.observer);
                 schedule(&mut self.timers, peer, sid, self.epoch);
                 if !open {
@@ -982,7 +1046,9 @@ impl Sfu {
                 }
             }
             self.writes = self.writes.wrapping_add(1);
-            let t0 = (self.writes % WRITE_SAMPLE == 0)
+            let t0 = self
+                .writes
+                .is_multiple_of(WRITE_SAMPLE)
                 .then(|| self.observer.clock())
                 .flatten();
             let audio = track.is_audio();

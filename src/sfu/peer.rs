@@ -260,6 +260,9 @@ pub(super) struct Peer {
     /// last DTLS/SRTP datagram went.
     path: Option<(Protocol, SocketAddr, SocketAddr)>,
     pub audio_paths: AudioPaths,
+    /// The next input panics (tests of the core's panic guard).
+    #[cfg(test)]
+    pub panic_on_input: bool,
 }
 
 /// A peer's send-only audio mids and how each leaves, in the order first seen. A
@@ -365,7 +368,18 @@ impl Peer {
             sealing: Sealing::Pending,
             path: None,
             audio_paths: AudioPaths::default(),
+            #[cfg(test)]
+            panic_on_input: false,
         }
+    }
+
+    /// A datagram (or timeout) for this peer's str0m.
+    pub fn handle_input(&mut self, input: str0m::Input) -> Result<(), str0m::RtcError> {
+        #[cfg(test)]
+        if std::mem::take(&mut self.panic_on_input) {
+            panic!("injected panic");
+        }
+        self.rtc.handle_input(input)
     }
 
     /// One audio packet of `source` to this subscriber on our mid `local`: sealed
@@ -491,7 +505,7 @@ impl Peer {
             // We are impolite (as rtcd): the client rolls back and answers ours.
             return Err(SfuError::Glare);
         }
-        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::Sdp(e.to_string()))?;
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| sdp_error(sdp, e))?;
         let answer = self.rtc.sdp_api().accept_offer(offer)?;
         Ok(answer.to_sdp_string())
     }
@@ -499,7 +513,7 @@ impl Peer {
     /// The client's answer to our offer; returns the mids it added.
     pub fn accept_answer(&mut self, sdp: &str) -> Result<Vec<Mid>, SfuError> {
         let pending = self.pending.take().ok_or(SfuError::NoPendingOffer)?;
-        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::Sdp(e.to_string()))?;
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| sdp_error(sdp, e))?;
         self.rtc.sdp_api().accept_answer(pending.offer, answer)?;
         Ok(pending.added.into_iter().map(|(m, _)| m).collect())
     }
@@ -799,6 +813,46 @@ impl Peer {
     pub fn audio_only_publisher(&self) -> bool {
         self.inbound.values().all(|i| i.kind == MediaKind::Audio)
     }
+}
+
+/// A parse error of a client's SDP as one log line. str0m's parser names the position
+/// as a pointer (`PointerOffset(0x55a7…)`): a heap address in the log helps an
+/// attacker and no admin; it becomes the line and column of `sdp` it points into.
+fn sdp_error(sdp: &str, e: impl std::fmt::Display) -> SfuError {
+    let text = e.to_string();
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("PointerOffset(0x") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + "PointerOffset(0x".len()..];
+        let end = after.find(')').unwrap_or(after.len());
+        let offset = usize::from_str_radix(&after[..end], 16)
+            .ok()
+            .and_then(|addr| addr.checked_sub(sdp.as_ptr() as usize))
+            .filter(|o| *o <= sdp.len());
+        match offset {
+            Some(o) => {
+                let before = &sdp.as_bytes()[..o];
+                let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+                let col = o - before
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map_or(0, |p| p + 1)
+                    + 1;
+                out.push_str(&format!("line {line} column {col}"));
+            }
+            None => out.push_str("an unknown position"),
+        }
+        rest = after.get(end + 1..).unwrap_or("");
+    }
+    out.push_str(rest);
+    SfuError::Sdp(
+        out.split('\n')
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
 }
 
 #[cfg(test)]

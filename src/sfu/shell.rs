@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 use std::time::Instant;
 
 use nix::sys::socket::{
@@ -84,7 +85,14 @@ pub enum Command {
         session_id: String,
         stream_id: Option<String>,
     },
+    /// Makes the loop panic outside any session (tests of the thread's supervision).
+    #[cfg(test)]
+    Crash,
 }
+
+/// The sessions the loop holds, as its supervisor sees them: if the thread dies,
+/// each of them is reported closed.
+type Live = Arc<parking_lot::Mutex<std::collections::HashSet<String>>>;
 
 /// What the shell tells the signaling side.
 #[derive(Debug)]
@@ -182,9 +190,13 @@ impl RtcServer {
             .enable_io()
             .enable_time()
             .build()?;
-        std::thread::Builder::new()
-            .name("rtc".into())
-            .spawn(move || {
+        let live = Live::default();
+        let supervisor_notes = notes.clone();
+        let held = live.clone();
+        let thread = move || {
+            // The runtime (with the socket and listener tasks) is dropped as the
+            // panic unwinds: the ports are free for the next server.
+            let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 runtime.block_on(async move {
                     let udp = match UdpSocket::from_std(udp) {
                         Ok(u) => u,
@@ -201,9 +213,23 @@ impl RtcServer {
                         conns: HashMap::new(),
                         udp_queue: Vec::new(),
                     };
-                    run(sfu, io, rx, notes).await;
+                    run(sfu, io, rx, notes, live).await;
                 })
-            })?;
+            }));
+            if died.is_err() {
+                let sessions: Vec<String> = held.lock().drain().collect();
+                tracing::error!(
+                    sessions = sessions.len(),
+                    "the rtc thread panicked: its sessions are closed, the next call starts a new one"
+                );
+                for session_id in sessions {
+                    let _ = supervisor_notes.send(Note::Closed { session_id });
+                }
+            }
+        };
+        std::thread::Builder::new()
+            .name("rtc".into())
+            .spawn(thread)?;
         tracing::info!(%local_addr, %advertised, "rtc server listening (udp)");
         Ok(RtcServer {
             tx,
@@ -213,9 +239,32 @@ impl RtcServer {
         })
     }
 
+    /// A server with no loop behind it: what is sent to it arrives on the receiver
+    /// (tests of the signaling around the SFU).
+    #[cfg(test)]
+    pub(crate) fn detached() -> (RtcServer, mpsc::UnboundedReceiver<Command>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let any = SocketAddr::from(([0, 0, 0, 0], 0));
+        (
+            RtcServer {
+                tx,
+                local_addr: any,
+                advertised: any,
+                tcp: None,
+            },
+            rx,
+        )
+    }
+
     pub fn send(&self, c: Command) {
-        // The loop only ends when every sender is gone.
+        // The loop only ends when every sender is gone, or when its thread died
+        // (then `is_alive` says so and the plugin starts a new server).
         let _ = self.tx.send(c);
+    }
+
+    /// False once the loop's thread is gone (it panicked).
+    pub fn is_alive(&self) -> bool {
+        !self.tx.is_closed()
     }
 
     pub async fn offer(&self, session_id: &str, sdp: String) -> Result<String, SfuError> {
@@ -591,7 +640,9 @@ async fn run(
     mut io: Io,
     mut rx: mpsc::UnboundedReceiver<Command>,
     notes: mpsc::UnboundedSender<Note>,
+    live: Live,
 ) {
+    let repeats = crate::log_limit::Repeats::default();
     let mut bufs = RecvBufs::new();
     let mut out = Vec::new();
     let mut next_reap = Instant::now() + std::time::Duration::from_secs(1);
@@ -613,7 +664,7 @@ async fn run(
         tokio::select! {
             cmd = rx.recv() => {
                 let Some(cmd) = cmd else { break };
-                apply(&mut sfu, cmd);
+                apply(&mut sfu, cmd, &live, &repeats);
             }
             r = readable => {
                 if let Err(e) = r {
@@ -675,6 +726,7 @@ async fn run(
                     let _ = notes.send(Note::Voice { session_id, on });
                 }
                 Output::Closed { session_id } => {
+                    live.lock().remove(&session_id);
                     let _ = notes.send(Note::Closed { session_id });
                 }
             }
@@ -686,7 +738,7 @@ async fn run(
     }
 }
 
-fn apply(sfu: &mut Sfu, cmd: Command) {
+fn apply(sfu: &mut Sfu, cmd: Command, live: &Live, repeats: &crate::log_limit::Repeats) {
     let res = match cmd {
         Command::AddSession {
             group,
@@ -700,12 +752,19 @@ fn apply(sfu: &mut Sfu, cmd: Command) {
                 dc_signaling,
                 av1,
             };
-            sfu.add_session_with(Instant::now(), &call_id, &session_id, opts)
+            let added = sfu.add_session_with(Instant::now(), &call_id, &session_id, opts);
+            if added.is_ok() {
+                live.lock().insert(session_id);
+            }
+            added
         }
         Command::RemoveSession { session_id } => {
             sfu.remove_session(&session_id);
+            live.lock().remove(&session_id);
             Ok(())
         }
+        #[cfg(test)]
+        Command::Crash => panic!("injected rtc thread panic"),
         Command::Offer {
             session_id,
             sdp,
@@ -730,7 +789,11 @@ fn apply(sfu: &mut Sfu, cmd: Command) {
         } => sfu.set_video_stream(&session_id, stream_id),
     };
     if let Err(e) = res {
-        tracing::warn!(error = %e, "rtc command failed");
+        // Clients can make commands fail at will (bad candidates, offers): once per
+        // window, with a count.
+        if let Some(left_out) = repeats.admit("rtc command failed") {
+            tracing::warn!(error = %e, left_out, "rtc command failed");
+        }
     }
 }
 
@@ -754,6 +817,61 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::{Pacing, RecvBufs, BATCH, DATAGRAM_MAX, PACED_READ_EVERY};
+
+    /// The loop's thread dies outside any session: its sessions are reported closed,
+    /// the server says it is gone, and its ports (UDP and ICE-TCP) are free at once
+    /// for the server that replaces it.
+    #[tokio::test]
+    async fn a_dead_rtc_thread_closes_its_sessions_and_frees_its_ports() {
+        use super::{Command, Note, RtcAddrs, RtcServer};
+        let addrs = |udp: u16, tcp: u16| RtcAddrs {
+            udp: ([127, 0, 0, 1], udp).into(),
+            tcp: Some(([127, 0, 0, 1], tcp).into()),
+            advertised_ip: [127, 0, 0, 1].into(),
+            advertised_udp_port: None,
+            stun_server: None,
+        };
+        let (notes, mut noted) = tokio::sync::mpsc::unbounded_channel();
+        let observer = || Box::new(crate::sfu::observe::NoObserver);
+        let rtc = RtcServer::start(addrs(0, 0), observer(), notes.clone())
+            .await
+            .unwrap();
+        for s in ["s1", "s2"] {
+            rtc.send(Command::AddSession {
+                group: "g".into(),
+                call_id: "c".into(),
+                session_id: s.into(),
+                dc_signaling: false,
+                av1: false,
+            });
+        }
+        rtc.send(Command::RemoveSession {
+            session_id: "s2".into(),
+        });
+        assert!(rtc.is_alive());
+        rtc.send(Command::Crash);
+        let closed = tokio::time::timeout(Duration::from_secs(5), noted.recv())
+            .await
+            .expect("no note after the crash");
+        assert!(matches!(closed, Some(Note::Closed { session_id }) if session_id == "s1"));
+        assert!(
+            noted.try_recv().is_err(),
+            "a removed session was closed again"
+        );
+        assert!(!rtc.is_alive());
+        let (udp, tcp) = (rtc.local_addr.port(), rtc.tcp.unwrap().0.port());
+        let mut again = None;
+        for _ in 0..50 {
+            match RtcServer::start(addrs(udp, tcp), observer(), notes.clone()).await {
+                Ok(r) => {
+                    again = Some(r);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        assert!(again.expect("ports still taken").is_alive());
+    }
 
     /// One `recvmmsg` hands each datagram over whole with its own source, a datagram
     /// longer than a slot is cut to the slot, more than a batch waits for the next

@@ -354,7 +354,7 @@ impl Net {
             if let Some(&n) = self.lose_every.get(&addr) {
                 let seen = self.rtp_seen.entry(addr).or_default();
                 *seen += 1;
-                if *seen % n == 0 {
+                if (*seen).is_multiple_of(n) {
                     return true;
                 }
             }

@@ -34,7 +34,13 @@ pub enum TcpEvent {
 /// Accepts connections until the loop is gone.
 pub async fn accept_loop(listener: TcpListener, events: mpsc::UnboundedSender<TcpEvent>) {
     loop {
-        match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            // The loop is gone (its thread may have died): free the port at once,
+            // for the server that replaces it.
+            () = events.closed() => return,
+        };
+        match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 let (tx, rx) = mpsc::channel(OUT_QUEUE);

@@ -466,6 +466,19 @@ impl Ws {
         v
     }
 
+    /// True when the server closes the connection within `d` (events until then are
+    /// dropped).
+    pub async fn closed_within(&mut self, d: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + d;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+
     pub async fn join(&mut self, channel_id: &str) {
         self.send_calls("join", json!({"channelID": channel_id}));
     }
@@ -560,18 +573,49 @@ impl RtcdProc {
     }
 }
 
-/// A TCP port free on `ip` right now, that is also free for UDP.
+/// A port free on `ip` for TCP and UDP, and reserved for this test process: tests run
+/// in parallel processes that each pick ports which something else binds only later
+/// (a host's plugin binds its RTC port seconds after the pick). Two things keep a
+/// pick from being taken in between: ports come from below the kernel's ephemeral
+/// range (`ip_local_port_range`), so no socket bound to port 0 and no outgoing
+/// connection can get one; and each pick holds an exclusive lock on a file named
+/// after the port until the process exits, which every other test process checks.
 pub fn free_port_on(ip: &str) -> u16 {
     use rand::Rng;
+    use std::sync::Mutex;
+    static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("mmcalls-test-ports");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (lo, hi) = reservable_ports();
     let mut r = rand::rng();
     loop {
-        let port = r.random_range(20_000..49_151);
+        let port = r.random_range(lo..hi);
+        let Ok(file) = std::fs::File::create(dir.join(port.to_string())) else {
+            continue;
+        };
+        if file.try_lock().is_err() {
+            continue;
+        }
         if std::net::UdpSocket::bind((ip, port)).is_ok()
             && std::net::TcpListener::bind((ip, port)).is_ok()
         {
+            HELD.lock().unwrap().push(file);
             return port;
         }
     }
+}
+
+/// Ports tests may reserve: from 20000 to the start of the ephemeral range.
+fn reservable_ports() -> (u16, u16) {
+    let first_ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    assert!(
+        first_ephemeral > 21_000,
+        "the ephemeral port range starts at {first_ephemeral}: tests need [20000, 21000) free of it"
+    );
+    (20_000, first_ephemeral)
 }
 
 /// An installed, enabled plugin with `settings`, an admin, users and one channel
