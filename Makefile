@@ -6,7 +6,7 @@ BUNDLE := dist/$(PLUGIN_ID)-$(VERSION).tar.gz
 DATA_DIR ?= data
 LISTEN ?= 127.0.0.1:8065
 
-.PHONY: build dist run test lint clean bench
+.PHONY: build dist run test lint clean bench fuzz fuzz-ci
 
 build:
 	$(CARGO) build --release --bins
@@ -32,6 +32,15 @@ test:
 # The seed's capacity shapes on the integrated SFU and on rtcd (scripts/bench.sh).
 bench:
 	./scripts/bench.sh
+
+# Every fuzz target to 10 million executions or 30 minutes (scripts/fuzz.sh; FUZZ_TARGETS,
+# FUZZ_RUNS, FUZZ_SECONDS, FUZZ_JOBS), on the stable toolchain (cargo-fuzz, no sanitizer).
+fuzz:
+	./scripts/fuzz.sh
+
+# CI's short pass: each target for 15 s on its corpus.
+fuzz-ci:
+	FUZZ_SECONDS=15 ./scripts/fuzz.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

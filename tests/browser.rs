@@ -272,3 +272,50 @@ async fn browsers_talk_through_rtcd_while_the_plugin_restarts() {
     // The media ran on rtcd the whole time: both sessions are there.
     assert_eq!(rtcd.sessions().await, 2);
 }
+
+/// Alice and Bob in a call on the integrated SFU, running `scenario`, which is given
+/// the plugin's pid; returns the scenario's output and that pid.
+async fn pair_with_plugin_pid(scenario: &str) -> (HostProc, String, u32) {
+    let h = HostProc::start(Backend::Sqlite, "enterprise").await;
+    let s = h
+        .setup(&["alice", "bob"], json!({"DefaultEnabled": true}))
+        .await;
+    let pid = h.plugin_pid().await.expect("plugin running");
+    let out = run_browsers_in(
+        &h,
+        &s.channel,
+        &["alice", "bob"],
+        scenario,
+        None,
+        &[("PLUGIN_PID", pid.to_string())],
+    )
+    .await;
+    (h, out, pid)
+}
+
+/// Integrated SFU, the plugin killed mid-call (SIGKILL): the host restarts it, the
+/// media that died with it cannot be resumed, so each browser is told (`error` on its
+/// connection), leaves the call by itself, and joins again into a working call
+/// (before, both stayed "in" a call whose audio never came back, untold).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_are_told_when_the_plugin_dies_and_can_join_again() {
+    let (h, out, pid) = pair_with_plugin_pid("crash").await;
+    assert!(out.contains("RESULT {\"ok\":true"), "{out}");
+    assert_ne!(h.plugin_pid().await, Some(pid));
+}
+
+/// The plugin paused for 15 s (SIGSTOP) and resumed: the browsers' call goes on
+/// (before, it was ended at once on SIGCONT).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_keep_their_call_when_the_plugin_is_paused() {
+    let (h, out, pid) = pair_with_plugin_pid("pause").await;
+    assert!(
+        out.contains("RESULT {\"ok\":true,\"participants\":2"),
+        "{out}"
+    );
+    assert_eq!(
+        h.plugin_pid().await,
+        Some(pid),
+        "the paused plugin was replaced"
+    );
+}

@@ -228,3 +228,75 @@ async fn garbage_on_the_rtc_port_and_bad_signaling_leave_the_call_alone() {
     b.ws.send_calls("leave", json!({}));
     a.ws.expect("user_left").await;
 }
+
+/// The plugin process is paused for 15 s (SIGSTOP) and resumed: both participants
+/// are still there, so the call goes on, no one is removed, and audio flows again
+/// (before, the call was ended at once on SIGCONT).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_and_resumed_plugin_keeps_its_call() {
+    let h = HostProc::start(Backend::Sqlite, "enterprise").await;
+    let s = h
+        .setup(&["alice", "bob"], json!({"DefaultEnabled": true}))
+        .await;
+    let (alice, bob, channel) = (&s.users[0], &s.users[1], &s.channel);
+    let mut a = MediaClient::join(&h, &alice.1, channel, true).await;
+    let mut b = MediaClient::join(&h, &bob.1, channel, false).await;
+    a.ws.send_calls("unmute", json!({}));
+    run_until(
+        &mut [&mut a, &mut b],
+        Duration::from_secs(15),
+        &[true, false],
+        |c| c[1].peer.received.len() > 40,
+    )
+    .await;
+    assert!(b.peer.received.len() > 40, "no audio before the pause");
+
+    let pid = h.plugin_pid().await.expect("plugin running").to_string();
+    let signal = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+    };
+    assert!(signal("-STOP").success());
+    // The clients keep running (and talking) while the plugin is stopped.
+    run_for(
+        &mut [&mut a, &mut b],
+        Duration::from_secs(15),
+        &[true, false],
+    )
+    .await;
+    assert!(signal("-CONT").success());
+    let heard = b.peer.received.len();
+    run_until(
+        &mut [&mut a, &mut b],
+        Duration::from_secs(20),
+        &[true, false],
+        |c| c[1].peer.received.len() > heard + 100,
+    )
+    .await;
+    assert!(
+        b.peer.received.len() > heard + 100,
+        "audio did not come back after the pause"
+    );
+    let left: Vec<String> = names(&b.ws.drain(Duration::from_secs(2)).await)
+        .into_iter()
+        .filter(|n| n == "user_left" || n == "call_end")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(
+        h.plugin_pid().await.map(|p| p.to_string()),
+        Some(pid.clone())
+    );
+    let (_, one) = h
+        .get(
+            &alice.1,
+            &format!("/plugins/com.mattermost.calls/{channel}"),
+        )
+        .await;
+    assert_eq!(
+        one["call"]["sessions"].as_array().unwrap().len(),
+        2,
+        "{one}"
+    );
+}

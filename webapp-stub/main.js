@@ -331,7 +331,12 @@
       state.originalConnID = d.connID; state.muted = true; state.hand = false;
       startPeer().catch((e) => log('peer failed: ' + e.message));
     }
-    if (type === 'error') { log('call error: ' + d.data); state.pendingJoin = ''; }
+    if (type === 'error') {
+      log('call error: ' + d.data); state.pendingJoin = '';
+      // As the webapp: an error for this connection ends the call here (the user may
+      // join again), e.g. when the media server restarted under it.
+      if (state.inCall && (d.connID === state.connID || d.connID === state.originalConnID)) endCall();
+    }
     if (type === 'host_mute' && d.session_id === state.originalConnID && !state.muted) toggleMute();
     if (type === 'host_screen_off' && d.session_id === state.originalConnID) stopScreen();
     if ((type === 'user_left' || type === 'host_removed') && d.session_id === state.originalConnID) endCall();

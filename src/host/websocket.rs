@@ -82,14 +82,31 @@ fn origin_allowed(site_url: &str, headers: &HeaderMap) -> bool {
     (same_host && matches!(scheme, "http" | "https")) || same_site
 }
 
-/// A client frame, from JSON text or a MessagePack binary frame.
-struct Frame {
-    action: String,
-    seq: i64,
-    data: rmpv::Value,
+/// A custom action's data as the plugin gets it: the client's map (anything else is
+/// an empty one) with the connection's addresses added, msgpack-encoded.
+pub fn plugin_action_data(data: rmpv::Value, remote_addr: &str, xff: &str) -> Option<Vec<u8>> {
+    let mut data = match data {
+        rmpv::Value::Map(m) => m,
+        _ => Vec::new(),
+    };
+    data.push(("remote_addr".into(), remote_addr.into()));
+    data.push(("x_forwarded_for".into(), xff.into()));
+    let mut buf = Vec::new();
+    rmpv::encode::write_value(&mut buf, &rmpv::Value::Map(data)).ok()?;
+    Some(buf)
 }
 
-fn parse_frame(msg: &Message) -> Option<Frame> {
+/// A client frame, from JSON text or a MessagePack binary frame.
+#[derive(Debug)]
+pub struct Frame {
+    pub action: String,
+    pub seq: i64,
+    pub data: rmpv::Value,
+}
+
+/// A client's websocket frame (JSON text or msgpack binary), or `None` if it is not
+/// a well-formed action.
+pub fn parse_frame(msg: &Message) -> Option<Frame> {
     match msg {
         Message::Text(t) => {
             let v: Value = serde_json::from_str(t.as_str()).ok()?;
@@ -215,16 +232,9 @@ async fn run(
             })),
             "authentication_challenge" => conn.send_reply(&json!({"status": "OK", "seq_reply": f.seq})),
             a if a.starts_with("custom_") => {
-                let mut data = match f.data {
-                    rmpv::Value::Map(m) => m,
-                    _ => Vec::new(),
-                };
-                data.push(("remote_addr".into(), remote_addr.clone().into()));
-                data.push(("x_forwarded_for".into(), xff.clone().into()));
-                let mut buf = Vec::new();
-                if rmpv::encode::write_value(&mut buf, &rmpv::Value::Map(data)).is_err() {
+                let Some(buf) = plugin_action_data(f.data, &remote_addr, &xff) else {
                     continue;
-                }
+                };
                 let Some(mut p) = host.plugin_client(CALLS_PLUGIN_ID) else {
                     tracing::debug!(action = a, "no active plugin for websocket action");
                     continue;

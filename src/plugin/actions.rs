@@ -21,7 +21,7 @@ struct StringData {
 }
 
 #[derive(Debug, Deserialize)]
-struct Emoji {
+pub struct Emoji {
     name: String,
     #[serde(default)]
     skin: Option<String>,
@@ -39,7 +39,7 @@ struct MetricData {
 }
 
 #[derive(Debug, Deserialize)]
-struct CandidatePair {
+pub struct CandidatePair {
     state: String,
     local: CandidateInfo,
     remote: CandidateInfo,
@@ -59,23 +59,96 @@ fn decode<T: for<'de> Deserialize<'de> + Default>(data: &[u8]) -> Result<T> {
     rmp_serde::from_slice(data).map_err(|e| refused(format!("invalid message data: {e}")))
 }
 
+/// A queued client message, parsed. Parsing is pure (no state, no I/O): bad data is
+/// refused before anything is loaded or locked, and `parse_queued` is fuzzed on its
+/// own (`fuzz/fuzz_targets/calls_message.rs`).
+#[derive(Debug)]
+pub enum Queued {
+    Mute(bool),
+    Hand(bool),
+    React(Emoji),
+    ScreenOn {
+        stream_id: Option<String>,
+    },
+    ScreenOff,
+    Video {
+        on: bool,
+        stream_id: Option<String>,
+    },
+    CandidatePairMetric(CandidatePair),
+    Sdp(super::media::ClientSdp),
+    /// A trickled candidate; `None` for the end of candidates.
+    Ice(Option<super::media::ClientIce>),
+}
+
+pub fn parse_queued(msg_type: &str, data: &[u8]) -> Result<Queued> {
+    Ok(match msg_type {
+        "mute" | "unmute" => Queued::Mute(msg_type == "mute"),
+        "raise_hand" | "unraise_hand" => Queued::Hand(msg_type == "raise_hand"),
+        "react" => {
+            let d: StringData = decode(data)?;
+            Queued::React(
+                serde_json::from_str(&d.data)
+                    .map_err(|e| refused(format!("invalid emoji: {e}")))?,
+            )
+        }
+        "screen_on" => {
+            let d: StringData = decode(data)?;
+            let v: Value = serde_json::from_str(&d.data)
+                .map_err(|e| refused(format!("invalid screen_on data: {e}")))?;
+            Queued::ScreenOn {
+                stream_id: v
+                    .get("screenStreamID")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+            }
+        }
+        "screen_off" => Queued::ScreenOff,
+        "video_on" => {
+            // `{"videoStreamID": ...}` as a JSON string; older clients send nothing.
+            let d: StringData = decode(data).unwrap_or_default();
+            Queued::Video {
+                on: true,
+                stream_id: serde_json::from_str::<Value>(&d.data)
+                    .ok()
+                    .and_then(|v| v.get("videoStreamID")?.as_str().map(str::to_string)),
+            }
+        }
+        "video_off" => Queued::Video {
+            on: false,
+            stream_id: None,
+        },
+        "metric" => Queued::CandidatePairMetric(parse_metric(data)?),
+        "sdp" => Queued::Sdp(super::media::parse_sdp(data)?),
+        "ice" => Queued::Ice(super::media::parse_ice(data)?),
+        other => return Err(refused(format!("invalid client message type {other:?}"))),
+    })
+}
+
 /// Processes one queued client message of a session, in order.
 pub async fn handle_queued(app: &App, s: &LocalSession, m: QueuedMessage) {
     app.metrics.ws_event("in", &m.msg_type);
-    let res = match m.msg_type.as_str() {
-        "mute" | "unmute" => set_muted(app, s, m.msg_type == "mute").await,
-        "raise_hand" | "unraise_hand" => set_hand(app, s, m.msg_type == "raise_hand").await,
-        "react" => react(app, s, &m.data).await,
-        "screen_on" => screen_on(app, s, &m.data).await,
-        "screen_off" => screen_off(app, s).await,
-        "video_on" | "video_off" => set_video(app, s, m.msg_type == "video_on", &m.data).await,
-        "metric" => metric(app, s, &m.data),
-        "sdp" => super::media::sdp(app, s, &m.data).await,
-        "ice" => super::media::ice(app, s, &m.data).await,
-        other => Err(refused(format!("invalid client message type {other:?}"))),
+    let res = match parse_queued(&m.msg_type, &m.data) {
+        Err(e) => Err(e),
+        Ok(Queued::Mute(muted)) => set_muted(app, s, muted).await,
+        Ok(Queued::Hand(raised)) => set_hand(app, s, raised).await,
+        Ok(Queued::React(emoji)) => react(app, s, emoji).await,
+        Ok(Queued::ScreenOn { stream_id }) => screen_on(app, s, stream_id).await,
+        Ok(Queued::ScreenOff) => screen_off(app, s).await,
+        Ok(Queued::Video { on, stream_id }) => set_video(app, s, on, stream_id).await,
+        Ok(Queued::CandidatePairMetric(p)) => {
+            count_candidate_pair(app, &p);
+            Ok(())
+        }
+        Ok(Queued::Sdp(sdp)) => super::media::sdp(app, s, sdp).await,
+        Ok(Queued::Ice(Some(candidate))) => super::media::ice(app, s, candidate).await,
+        Ok(Queued::Ice(None)) => Ok(()),
     };
     if let Err(e) = res {
-        tracing::warn!(session_id = s.original_conn_id, msg_type = m.msg_type, error = %e, "client message failed");
+        // Clients can make their messages fail at will: once per window, with a count.
+        if let Some(left_out) = app.repeats.admit("client message failed") {
+            tracing::warn!(session_id = s.original_conn_id, msg_type = m.msg_type, error = %e, left_out, "client message failed");
+        }
     }
 }
 
@@ -148,10 +221,7 @@ async fn set_hand(app: &App, s: &LocalSession, raised: bool) -> Result<()> {
     Ok(())
 }
 
-async fn react(app: &App, s: &LocalSession, data: &[u8]) -> Result<()> {
-    let d: StringData = decode(data)?;
-    let emoji: Emoji =
-        serde_json::from_str(&d.data).map_err(|e| refused(format!("invalid emoji: {e}")))?;
+async fn react(app: &App, s: &LocalSession, emoji: Emoji) -> Result<()> {
     let state = app
         .load_state(&s.channel_id)
         .await?
@@ -172,17 +242,10 @@ async fn react(app: &App, s: &LocalSession, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
-async fn screen_on(app: &App, s: &LocalSession, data: &[u8]) -> Result<()> {
+async fn screen_on(app: &App, s: &LocalSession, stream_id: Option<String>) -> Result<()> {
     if !app.config().AllowScreenSharing {
         return Err(refused("screen sharing is not allowed"));
     }
-    let d: StringData = decode(data)?;
-    let v: Value = serde_json::from_str(&d.data)
-        .map_err(|e| refused(format!("invalid screen_on data: {e}")))?;
-    let stream_id = v
-        .get("screenStreamID")
-        .and_then(Value::as_str)
-        .map(str::to_string);
     let id = s.original_conn_id.clone();
     let state = with_session(app, s, |st| {
         let p = &mut st.call.props;
@@ -236,17 +299,10 @@ async fn screen_off(app: &App, s: &LocalSession) -> Result<()> {
     Ok(())
 }
 
-async fn set_video(app: &App, s: &LocalSession, on: bool, data: &[u8]) -> Result<()> {
+async fn set_video(app: &App, s: &LocalSession, on: bool, stream_id: Option<String>) -> Result<()> {
     let id = s.original_conn_id.clone();
-    if on {
-        // `{"videoStreamID": ...}` as a JSON string; older clients send nothing.
-        let d: StringData = decode(data).unwrap_or_default();
-        let stream_id = serde_json::from_str::<Value>(&d.data)
-            .ok()
-            .and_then(|v| v.get("videoStreamID")?.as_str().map(str::to_string));
-        if stream_id.is_some() {
-            super::media::set_stream(app, s, true, stream_id).await;
-        }
+    if on && stream_id.is_some() {
+        super::media::set_stream(app, s, true, stream_id).await;
     }
     let state = with_session(app, s, |st| {
         let now_s = now_ms() / 1000;
@@ -276,7 +332,9 @@ async fn set_video(app: &App, s: &LocalSession, on: bool, data: &[u8]) -> Result
     Ok(())
 }
 
-fn metric(app: &App, _s: &LocalSession, data: &[u8]) -> Result<()> {
+/// A client metric: only the candidate pair one is taken (its label values checked,
+/// so that clients cannot grow the metric's label set).
+fn parse_metric(data: &[u8]) -> Result<CandidatePair> {
     let d: MetricData =
         rmp_serde::from_slice(data).map_err(|e| refused(format!("invalid metric: {e}")))?;
     match d.metric_name.as_str() {
@@ -294,21 +352,24 @@ fn metric(app: &App, _s: &LocalSession, data: &[u8]) -> Result<()> {
             {
                 return Err(refused("invalid candidate pair metric"));
             }
-            app.metrics
-                .client_ice_candidate_pairs
-                .with_label_values(&[
-                    &p.state,
-                    &p.local.kind,
-                    &p.local.protocol,
-                    &p.remote.kind,
-                    &p.remote.protocol,
-                ])
-                .inc();
-            Ok(())
+            Ok(p)
         }
         // Live-captions metrics are bot-only; the bot has no live captions job here.
         other => Err(refused(format!("invalid metric name {other:?}"))),
     }
+}
+
+fn count_candidate_pair(app: &App, p: &CandidatePair) {
+    app.metrics
+        .client_ice_candidate_pairs
+        .with_label_values(&[
+            &p.state,
+            &p.local.kind,
+            &p.local.protocol,
+            &p.remote.kind,
+            &p.remote.protocol,
+        ])
+        .inc();
 }
 
 // ------------------------------------------------------------------ host controls

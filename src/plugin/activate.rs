@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt};
 use parking_lot::RwLock;
+use serde_json::json;
 
 use super::app::{App, Inner, LicenseInfo};
 use super::config::{env_overrides, process_env, Config};
-use super::host_api::HostApi;
+use super::host_api::{Broadcast, HostApi};
 use super::join::{remove_session, spawn_session_task};
 use super::metrics::Metrics;
 use super::mutex::Mutexes;
@@ -333,6 +334,9 @@ async fn check_auth_sessions(app: App) {
 /// Re-attaches the sessions of ongoing calls found in the database. Sessions whose
 /// websocket is still open continue as if nothing happened; the others get the usual
 /// reconnect grace and are then removed.
+/// What a client whose media died with a previous plugin process is told.
+pub const MEDIA_LOST: &str = "the call's media server restarted: please join the call again";
+
 async fn recover_sessions(app: &App) -> Result<(), ActivateError> {
     let sessions = app.store.get_sessions_of_active_calls().await?;
     if sessions.is_empty() {
@@ -345,16 +349,19 @@ async fn recover_sessions(app: &App) -> Result<(), ActivateError> {
         .into_iter()
         .map(|c| (c.connection_id, (c.user_id, c.active)))
         .collect();
-    let mut channels: HashMap<String, (String, bool)> = HashMap::new();
-    let (mut live, mut gone) = (0, 0);
+    // Per call: its channel, whether its media survived, and whether it was on the
+    // integrated SFU (whose media died with the previous process).
+    let mut channels: HashMap<String, (String, bool, bool)> = HashMap::new();
+    let (mut live, mut gone, mut media_lost) = (0, 0, 0);
     for s in sessions {
-        let (channel_id, call_alive) = match channels.get(&s.call_id) {
+        let (channel_id, call_alive, integrated) = match channels.get(&s.call_id) {
             Some(c) => c.clone(),
             None => match app.store.get_call(&s.call_id).await? {
                 Some(c) => {
+                    let integrated = c.props.rtcd_host.is_empty();
                     let alive = recover_call_media(app, &c.id, &c.props.rtcd_host).await;
-                    channels.insert(s.call_id.clone(), (c.channel_id.clone(), alive));
-                    (c.channel_id, alive)
+                    channels.insert(s.call_id.clone(), (c.channel_id.clone(), alive, integrated));
+                    (c.channel_id, alive, integrated)
                 }
                 None => continue,
             },
@@ -363,6 +370,25 @@ async fn recover_sessions(app: &App) -> Result<(), ActivateError> {
             Some(v) => String::from_utf8(v).unwrap_or_else(|_| s.id.clone()),
             None => s.id.clone(),
         };
+        if integrated {
+            // The peer connection ended with the process that held it, and no client
+            // can resume it: a new SFU has none of its ICE, DTLS or SRTP state, and the
+            // Calls client neither restarts ICE nor rejoins on its own. So the session
+            // ends now, as a failed connection does: `error` to its connection (the
+            // webapp leaves the call and offers to join again) and `user_left` to the
+            // channel; the last one ends the call.
+            media_lost += 1;
+            app.publish(
+                "error",
+                json!({"data": MEDIA_LOST, "connID": conn_id}),
+                Broadcast::connection(&s.user_id, &conn_id),
+            )
+            .await;
+            if let Err(e) = remove_session(app, &channel_id, &s.id).await {
+                tracing::error!(session_id = s.id, error = %e, "failed to end a session whose media was lost");
+            }
+            continue;
+        }
         let open = call_alive
             && conns
                 .get(&conn_id)
@@ -384,7 +410,12 @@ async fn recover_sessions(app: &App) -> Result<(), ActivateError> {
     app.metrics
         .websocket_connections
         .set(app.sessions.len() as i64);
-    tracing::info!(live, gone, "recovered call sessions from the database");
+    tracing::info!(
+        live,
+        gone,
+        media_lost,
+        "recovered call sessions from the database"
+    );
     Ok(())
 }
 

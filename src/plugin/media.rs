@@ -133,7 +133,16 @@ pub async fn leave_media(app: &App, call_id: Option<&str>, session_id: &str) {
     }
 }
 
-pub async fn sdp(app: &App, s: &LocalSession, data: &[u8]) -> Result<()> {
+/// A client's `sdp` message: the description, and its inflated JSON (what rtcd takes).
+#[derive(Debug)]
+pub struct ClientSdp {
+    pub desc: SessionDescription,
+    pub raw: Vec<u8>,
+}
+
+/// Parses an `sdp` message: msgpack `{data: bytes}`, the bytes zlib JSON of at most
+/// `SDP_MAX` inflated, an offer or an answer.
+pub fn parse_sdp(data: &[u8]) -> Result<ClientSdp> {
     let d: SdpData =
         rmp_serde::from_slice(data).map_err(|e| refused(format!("invalid sdp message: {e}")))?;
     let raw = inflate(&d.data)?;
@@ -142,6 +151,10 @@ pub async fn sdp(app: &App, s: &LocalSession, data: &[u8]) -> Result<()> {
     if desc.kind != "offer" && desc.kind != "answer" {
         return Err(refused(format!("invalid sdp type {:?}", desc.kind)));
     }
+    Ok(ClientSdp { desc, raw })
+}
+
+pub async fn sdp(app: &App, s: &LocalSession, ClientSdp { desc, raw }: ClientSdp) -> Result<()> {
     let rtc = match route(app, &s.call_id)? {
         Route::Integrated(rtc) => rtc,
         // rtcd takes the description as plain JSON, answered later as an `rtc` message.
@@ -163,7 +176,17 @@ pub async fn sdp(app: &App, s: &LocalSession, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
-pub async fn ice(app: &App, s: &LocalSession, data: &[u8]) -> Result<()> {
+/// A client's trickled candidate: its `candidate:` line and the JSON it came in (what
+/// rtcd takes).
+#[derive(Debug)]
+pub struct ClientIce {
+    pub candidate: String,
+    pub json: String,
+}
+
+/// Parses an `ice` message: msgpack `{data: "<candidate JSON>"}`; `None` for the end
+/// of candidates (an empty candidate).
+pub fn parse_ice(data: &[u8]) -> Result<Option<ClientIce>> {
     let d: IceData =
         rmp_serde::from_slice(data).map_err(|e| refused(format!("invalid ice message: {e}")))?;
     let v: Value = serde_json::from_str(&d.data)
@@ -173,16 +196,22 @@ pub async fn ice(app: &App, s: &LocalSession, data: &[u8]) -> Result<()> {
         .and_then(Value::as_str)
         .ok_or_else(|| refused("ice candidate without candidate"))?;
     if candidate.is_empty() {
-        // End of candidates.
-        return Ok(());
+        return Ok(None);
     }
+    Ok(Some(ClientIce {
+        candidate: candidate.to_string(),
+        json: d.data,
+    }))
+}
+
+pub async fn ice(app: &App, s: &LocalSession, ice: ClientIce) -> Result<()> {
     match route(app, &s.call_id)? {
         Route::Integrated(rtc) => rtc.send(Command::Candidate {
             session_id: s.original_conn_id.clone(),
-            candidate: candidate.to_string(),
+            candidate: ice.candidate,
         }),
         Route::Rtcd(pool, host) => {
-            to_rtcd(&pool, &host, s, rtc_type::ICE, Some(d.data.into_bytes())).await?
+            to_rtcd(&pool, &host, s, rtc_type::ICE, Some(ice.json.into_bytes())).await?
         }
     }
     Ok(())

@@ -11,8 +11,8 @@ use crate::proto;
 
 pub const ACTION_PREFIX: &str = "custom_com.mattermost.calls_";
 
-/// Types processed through a session's queue.
-const QUEUED_TYPES: &[&str] = &[
+/// Types processed through a session's queue (`actions::parse_queued`).
+pub const QUEUED_TYPES: &[&str] = &[
     "sdp",
     "ice",
     "mute",

@@ -243,6 +243,17 @@ pub struct Sfu {
     poisoned: Vec<Sid>,
 }
 
+/// Parses a client's SDP offer (or answer) as a session would, without a session:
+/// the entry point of the SDP fuzz target.
+pub fn parse_client_sdp(sdp: &str, offer: bool) -> Result<(), SfuError> {
+    let parsed = if offer {
+        str0m::change::SdpOffer::from_sdp_string(sdp).map(drop)
+    } else {
+        str0m::change::SdpAnswer::from_sdp_string(sdp).map(drop)
+    };
+    parsed.map_err(|e| peer::sdp_error(sdp, e))
+}
+
 /// Runs one session's str0m work. A panic inside (str0m's or ours) is caught here and
 /// costs that session only: its `Rtc` may be half-updated, so it is never touched
 /// again and the session is closed with the usual events, while every other session

@@ -818,7 +818,7 @@ impl Peer {
 /// A parse error of a client's SDP as one log line. str0m's parser names the position
 /// as a pointer (`PointerOffset(0x55a7…)`): a heap address in the log helps an
 /// attacker and no admin; it becomes the line and column of `sdp` it points into.
-fn sdp_error(sdp: &str, e: impl std::fmt::Display) -> SfuError {
+pub(super) fn sdp_error(sdp: &str, e: impl std::fmt::Display) -> SfuError {
     let text = e.to_string();
     let mut out = String::with_capacity(text.len());
     let mut rest = text.as_str();

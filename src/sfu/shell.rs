@@ -212,6 +212,7 @@ impl RtcServer {
                         tcp_events: tcp_rx,
                         conns: HashMap::new(),
                         udp_queue: Vec::new(),
+                        clock: CoreClock::default(),
                     };
                     run(sfu, io, rx, notes, live).await;
                 })
@@ -296,6 +297,47 @@ struct Io {
     conns: HashMap<SocketAddr, Conn>,
     /// UDP datagrams of the last poll, sent together.
     udp_queue: Vec<(SocketAddr, Vec<u8>)>,
+    clock: CoreClock,
+}
+
+/// The loop ran this much later than it meant to: the process was stopped (SIGSTOP,
+/// a debugger, a VM pause) or starved, not the clients silent.
+const NOT_RUNNING_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The time the core is given: the monotonic clock minus the time this loop did not
+/// run. A process that was stopped must not judge its clients by a silence it did
+/// not hear: str0m drops an ICE-lite pair that had no binding request for 15 s, and
+/// with the real clock a plugin stopped for 15 s then resumed closed every session
+/// at once, although every client was still there (their requests waited in the
+/// socket). Counted this way, the pause is no time at all for the core; what the
+/// clients sent meanwhile is then read as just arrived.
+#[derive(Default)]
+struct CoreClock {
+    lost: std::time::Duration,
+}
+
+impl CoreClock {
+    fn now(&self) -> Instant {
+        self.to_core(Instant::now())
+    }
+
+    fn to_core(&self, real: Instant) -> Instant {
+        real.checked_sub(self.lost).unwrap_or(real)
+    }
+
+    fn to_real(&self, core: Instant) -> Instant {
+        core + self.lost
+    }
+
+    /// The loop woke at `real`, having meant to by `deadline` (real time) at the
+    /// latest: lateness beyond `NOT_RUNNING_AFTER` is time it did not run.
+    fn woke(&mut self, real: Instant, deadline: Instant) -> Option<std::time::Duration> {
+        let late = real.checked_duration_since(deadline)?;
+        (late > NOT_RUNNING_AFTER).then(|| {
+            self.lost += late;
+            late
+        })
+    }
 }
 
 impl Io {
@@ -307,7 +349,7 @@ impl Io {
                     peer,
                     Conn {
                         tx,
-                        opened: Instant::now(),
+                        opened: self.clock.now(),
                         claimed: false,
                     },
                 );
@@ -319,7 +361,7 @@ impl Io {
                 let Some(dest) = self.tcp_advertised else {
                     return;
                 };
-                if sfu.handle_receive(Instant::now(), Protocol::Tcp, peer, dest, &frame) {
+                if sfu.handle_receive(self.clock.now(), Protocol::Tcp, peer, dest, &frame) {
                     if let Some(c) = self.conns.get_mut(&peer) {
                         c.claimed = true;
                     }
@@ -416,7 +458,7 @@ impl Io {
             match r {
                 Ok(n) => {
                     // One clock reading for the batch: it was all queued by now.
-                    let now = Instant::now();
+                    let now = self.clock.now();
                     for (src, data) in bufs.datagrams() {
                         self.on_datagram(sfu, now, src, data);
                     }
@@ -645,7 +687,7 @@ async fn run(
     let repeats = crate::log_limit::Repeats::default();
     let mut bufs = RecvBufs::new();
     let mut out = Vec::new();
-    let mut next_reap = Instant::now() + std::time::Duration::from_secs(1);
+    let mut next_reap = io.clock.now() + std::time::Duration::from_secs(1);
     // One timer, moved when the core's deadline moves, rather than a new one per turn.
     let wake = tokio::time::sleep_until(Instant::now().into());
     tokio::pin!(wake);
@@ -664,7 +706,7 @@ async fn run(
         tokio::select! {
             cmd = rx.recv() => {
                 let Some(cmd) = cmd else { break };
-                apply(&mut sfu, cmd, &live, &repeats);
+                apply(&mut sfu, io.clock.now(), cmd, &live, &repeats);
             }
             r = readable => {
                 if let Err(e) = r {
@@ -674,11 +716,18 @@ async fn run(
             Some(ev) = io.tcp_events.recv() => io.on_tcp(&mut sfu, ev),
             () = &mut wake => {}
         }
+        if let Some(late) = io.clock.woke(Instant::now(), wake.deadline().into_std()) {
+            tracing::warn!(
+                late_ms = late.as_millis() as u64,
+                "the rtc loop did not run for a while (process stopped or starved): its clients are not blamed for it"
+            );
+        }
         // Whatever woke the loop, what waits on the socket goes into this poll (one
         // failed read when nothing does).
         let (read, emptied) = io.read_udp(&mut sfu, &mut bufs);
         more = !emptied;
-        let now = Instant::now();
+        // Core time from here on (see `CoreClock`); only the timer below is real.
+        let now = io.clock.now();
         if now >= next_reap {
             io.reap(now);
             next_reap = now + std::time::Duration::from_secs(1);
@@ -707,7 +756,7 @@ async fn run(
         if more {
             next = now;
         }
-        let next = tokio::time::Instant::from_std(next);
+        let next = tokio::time::Instant::from_std(io.clock.to_real(next));
         if wake.is_elapsed() || wake.deadline() != next {
             wake.as_mut().reset(next);
         }
@@ -738,7 +787,13 @@ async fn run(
     }
 }
 
-fn apply(sfu: &mut Sfu, cmd: Command, live: &Live, repeats: &crate::log_limit::Repeats) {
+fn apply(
+    sfu: &mut Sfu,
+    now: Instant,
+    cmd: Command,
+    live: &Live,
+    repeats: &crate::log_limit::Repeats,
+) {
     let res = match cmd {
         Command::AddSession {
             group,
@@ -752,7 +807,7 @@ fn apply(sfu: &mut Sfu, cmd: Command, live: &Live, repeats: &crate::log_limit::R
                 dc_signaling,
                 av1,
             };
-            let added = sfu.add_session_with(Instant::now(), &call_id, &session_id, opts);
+            let added = sfu.add_session_with(now, &call_id, &session_id, opts);
             if added.is_ok() {
                 live.lock().insert(session_id);
             }
@@ -816,7 +871,26 @@ mod tests {
     use std::os::fd::AsRawFd;
     use std::time::{Duration, Instant};
 
-    use super::{Pacing, RecvBufs, BATCH, DATAGRAM_MAX, PACED_READ_EVERY};
+    use super::{CoreClock, Pacing, RecvBufs, BATCH, DATAGRAM_MAX, PACED_READ_EVERY};
+
+    /// A loop that wakes 15 s after its deadline (the process was stopped) gives the
+    /// core a clock that skipped those 15 s; a wake-up on time or a little late
+    /// changes nothing; deadlines map back to real time.
+    #[test]
+    fn time_the_loop_did_not_run_is_not_core_time() {
+        let mut c = CoreClock::default();
+        let t0 = Instant::now();
+        assert_eq!(c.woke(t0 + Duration::from_millis(300), t0), None);
+        assert_eq!(c.woke(t0, t0 + Duration::from_secs(1)), None);
+        let resumed = t0 + Duration::from_secs(16);
+        assert_eq!(
+            c.woke(resumed, t0 + Duration::from_secs(1)),
+            Some(Duration::from_secs(15))
+        );
+        assert_eq!(c.to_core(resumed), t0 + Duration::from_secs(1));
+        let due = c.to_core(resumed) + Duration::from_millis(50);
+        assert_eq!(c.to_real(due), resumed + Duration::from_millis(50));
+    }
 
     /// The loop's thread dies outside any session: its sessions are reported closed,
     /// the server says it is gone, and its ports (UDP and ICE-TCP) are free at once

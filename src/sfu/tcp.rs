@@ -6,8 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 /// A connection that has not been claimed by a session by then is closed (pion's
@@ -59,13 +59,13 @@ pub async fn accept_loop(listener: TcpListener, events: mpsc::UnboundedSender<Tc
 
 /// Reads frames in, writes queued frames out; ends when either side closes, when
 /// the loop drops our sender (connection refused), or on a framing error.
-async fn connection(
-    stream: TcpStream,
+pub async fn connection<S: AsyncRead + AsyncWrite>(
+    stream: S,
     peer: SocketAddr,
     mut out: mpsc::Receiver<Vec<u8>>,
     events: mpsc::UnboundedSender<TcpEvent>,
 ) {
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let reader = async {
         let mut buf = vec![0u8; u16::MAX as usize];
         loop {

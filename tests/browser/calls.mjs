@@ -260,6 +260,57 @@ async function restart(browser) {
   console.log(`RESULT ${JSON.stringify({ ok: true, sawDown, backAfterMs: backAt - killedAt, first: samples[0].packets, last: samples[samples.length - 1].packets })}`);
 }
 
+// Integrated SFU, the plugin killed mid-call: its media died with it and cannot be
+// resumed, so each client is told on its connection (`error`) and leaves the call
+// by itself; joining again gives a working call.
+async function crash(browser) {
+  const [alice, bob] = await Promise.all(USERS.slice(0, 2).map((u) => Person.open(browser, u)));
+  await alice.join();
+  await bob.join();
+  await alice.click('mute');
+  await receives(bob, 'audio', 'alice');
+  const killedAt = Date.now();
+  process.kill(Number(process.env.PLUGIN_PID), 'SIGKILL');
+  step('plugin killed');
+  for (const p of [alice, bob]) {
+    await waitFor(`${p.name} to be told and leave the call`, async () => ({
+      ok: await p.page.evaluate(() => window.callsStub.state.inCall === '' && window.callsStub.state.events.includes('error')),
+    }), 60000);
+  }
+  const toldAfterMs = Date.now() - killedAt;
+  step(`both told after ${toldAfterMs} ms`);
+  await alice.join();
+  await bob.join();
+  await alice.click('mute');
+  await receives(bob, 'audio', 'alice');
+  console.log(`RESULT ${JSON.stringify({ ok: true, toldAfterMs, participants: (await alice.participants()).length })}`);
+}
+
+// The plugin paused (SIGSTOP) for 15 s and resumed: the participants are still
+// there, so is the call, and audio flows again.
+async function pause(browser) {
+  const [alice, bob] = await Promise.all(USERS.slice(0, 2).map((u) => Person.open(browser, u)));
+  await alice.join();
+  await bob.join();
+  await alice.click('mute');
+  await receives(bob, 'audio', 'alice');
+  const pid = Number(process.env.PLUGIN_PID);
+  process.kill(pid, 'SIGSTOP');
+  step('plugin stopped');
+  await sleep(15000);
+  process.kill(pid, 'SIGCONT');
+  step('plugin resumed');
+  const before = (await bob.inbound('audio')).packets;
+  await waitFor('audio after the pause', async () => {
+    const s = await bob.inbound('audio');
+    return { ok: s.packets > before + 100, ...s };
+  }, 30000);
+  const inCall = await Promise.all([alice, bob].map((p) => p.page.evaluate(() => window.callsStub.state.inCall !== '')));
+  const participants = (await alice.participants()).length;
+  if (!inCall.every(Boolean) || participants !== 2) throw new Error(`call lost: inCall ${inCall}, ${participants} participants, events ${await bob.events()}`);
+  console.log(`RESULT ${JSON.stringify({ ok: true, participants })}`);
+}
+
 // Two participants only, for the network tests (UDP blocked: ICE-TCP).
 async function pair(browser) {
   const [alice, bob] = await Promise.all(USERS.slice(0, 2).map((u) => Person.open(browser, u)));
@@ -279,7 +330,7 @@ async function pair(browser) {
 
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: FLAGS, headless: true });
 try {
-  const scenarios = { pair, screen, full, restart };
+  const scenarios = { pair, screen, full, restart, crash, pause };
   await scenarios[SCENARIO](browser);
 } catch (e) {
   console.log(`FAILED ${e.stack || e}`);
