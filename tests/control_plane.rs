@@ -565,7 +565,6 @@ async fn logout_removes_session(b: Backend) {
         wb2.closed_within(Duration::from_secs(5)).await,
         "a websocket outlived its login"
     );
-    wb2.join(&s.channel).await;
     let ev = wa.expect_within("user_left", Duration::from_secs(25)).await;
     assert_eq!(ev["data"]["session_id"], wb.conn_id.as_str());
     assert!(wb.closed_within(Duration::from_secs(1)).await);

@@ -318,7 +318,12 @@ pub struct NewUserFields {
     pub nickname: String,
 }
 
-async fn create_user(State(host): State<Host>, h: HeaderMap, body: Bytes) -> ApiResult {
+async fn create_user(
+    State(host): State<Host>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    h: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
     let n: NewUser = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad("api.context.invalid_body_param.app_error", e.to_string()))?;
     if host.store.count_users().await? > 0 {
@@ -330,6 +335,10 @@ async fn create_user(State(host): State<Host>, h: HeaderMap, body: Bytes) -> Api
             .unwrap_or(false);
         if !open {
             require_admin(&host, &h, &Method::POST).await?;
+        } else if require_admin(&host, &h, &Method::POST).await.is_err() {
+            // Anyone may sign up: each signup hashes a password, so it has the budget
+            // of a login.
+            host.logins.admit(peer.ip())?;
         }
     }
     let u = insert_user(
@@ -399,16 +408,16 @@ async fn login(
     if u.delete_at > 0 || u.is_bot {
         return Err(bad());
     }
-    host.logins.check_lockout(&u.id)?;
+    host.logins.attempt(&u.id)?;
     let (password, hash) = (l.password, u.password_hash.clone());
     let ok = host
         .logins
         .hash(move || verify_password(&password, &hash))
         .await?;
-    host.logins.record(&u.id, ok);
     if !ok {
         return Err(bad());
     }
+    host.logins.succeeded(&u.id);
     let (_, token) = host
         .store
         .create_session(&u.id, 30 * 24 * 3600 * 1000)

@@ -25,14 +25,17 @@ pub struct Conn {
     pub user_id: String,
     pub session_id: String,
     state: Mutex<ConnState>,
-    /// Told when the host ends the connection (its login session was revoked, or it
-    /// stopped reading): the socket's reader stops.
-    pub ended: tokio::sync::Notify,
 }
 
 struct ConnState {
     next_seq: i64,
     sender: Option<Outbound>,
+    /// The socket now attached (a resume attaches a new one to the same connection):
+    /// only its reader may detach the connection.
+    generation: u64,
+    /// Told when the host ends the current socket (its login was revoked, or its
+    /// client stopped reading): that socket's reader stops.
+    ended: Arc<tokio::sync::Notify>,
     sent: VecDeque<(i64, String)>,
     dropped_at: Option<Instant>,
 }
@@ -72,20 +75,30 @@ impl Conn {
                 queued = OUTBOUND_QUEUE,
                 "websocket client is not reading, disconnecting it"
             );
-            st.sender = None;
-            self.ended.notify_one();
+            Conn::end_socket(st);
         }
     }
+
+    /// Ends the current socket (the connection stays resumable unless removed).
+    fn end_socket(st: &mut ConnState) {
+        st.sender = None;
+        st.dropped_at.get_or_insert_with(Instant::now);
+        st.ended.notify_one();
+    }
+}
+
+/// A socket attached to a connection: what its reader needs.
+pub struct Attached {
+    pub conn: Arc<Conn>,
+    pub resumed: bool,
+    pub generation: u64,
+    /// Notified when the host ends this socket.
+    pub ended: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Default, Clone)]
 pub struct Hub {
     conns: Arc<Mutex<HashMap<String, Arc<Conn>>>>,
-}
-
-pub enum Attach {
-    New(Arc<Conn>),
-    Resumed(Arc<Conn>),
 }
 
 impl Hub {
@@ -99,7 +112,7 @@ impl Hub {
         resume: Option<(&str, i64)>,
         tx: Outbound,
         server_version: &str,
-    ) -> Attach {
+    ) -> Attached {
         let mut conns = self.conns.lock();
         conns.retain(|_, c| {
             let st = c.state.lock();
@@ -110,6 +123,7 @@ impl Hub {
                 let mut st = c.state.lock();
                 let resumable = c.user_id == user_id
                     && st.sender.is_none()
+                    && st.dropped_at.is_some()
                     && seq <= st.next_seq
                     && (seq == st.next_seq || st.sent.front().is_some_and(|(s, _)| *s <= seq));
                 if resumable {
@@ -123,12 +137,21 @@ impl Hub {
                     }
                     st.sender = Some(tx);
                     st.dropped_at = None;
+                    st.generation += 1;
+                    st.ended = Arc::new(tokio::sync::Notify::new());
+                    let attached = Attached {
+                        conn: c.clone(),
+                        resumed: true,
+                        generation: st.generation,
+                        ended: st.ended.clone(),
+                    };
                     drop(st);
-                    return Attach::Resumed(c.clone());
+                    return attached;
                 }
             }
         }
         let id = crate::ids::new_id();
+        let ended = Arc::new(tokio::sync::Notify::new());
         let c = Arc::new(Conn {
             id: id.clone(),
             user_id: user_id.to_string(),
@@ -138,18 +161,30 @@ impl Hub {
                 sender: Some(tx.clone()),
                 sent: VecDeque::new(),
                 dropped_at: None,
+                generation: 0,
+                ended: ended.clone(),
             }),
-            ended: tokio::sync::Notify::new(),
         });
         let _ = tx.try_send(hello_frame(&id, server_version, 0));
         conns.insert(id, c.clone());
-        Attach::New(c)
+        Attached {
+            conn: c,
+            resumed: false,
+            generation: 0,
+            ended,
+        }
     }
 
-    pub fn detach(&self, conn: &Conn) {
+    /// The socket `generation` of `conn` closed; false if another socket took the
+    /// connection over meanwhile (a resume), which stays attached.
+    pub fn detach(&self, conn: &Conn, generation: u64) -> bool {
         let mut st = conn.state.lock();
+        if st.generation != generation {
+            return false;
+        }
         st.sender = None;
         st.dropped_at = Some(Instant::now());
+        true
     }
 
     /// A login session was revoked (logout, session revoked): its connections are
@@ -163,8 +198,7 @@ impl Hub {
             .collect();
         for c in &ended {
             conns.remove(&c.id);
-            c.state.lock().sender = None;
-            c.ended.notify_one();
+            Conn::end_socket(&mut c.state.lock());
         }
         ended.len()
     }
@@ -201,23 +235,26 @@ fn hello_frame(conn_id: &str, server_version: &str, seq: i64) -> String {
 mod tests {
     use super::*;
 
+    fn queue() -> (Outbound, mpsc::Receiver<String>) {
+        mpsc::channel(OUTBOUND_QUEUE)
+    }
+
     #[test]
     fn resume_replays_missed_events_and_keeps_numbering() {
         let hub = Hub::default();
-        let (tx, mut rx) = mpsc::channel(OUTBOUND_QUEUE);
-        let Attach::New(c) = hub.attach("u", "s", None, tx, "11.0.0") else {
-            panic!("expected new")
-        };
+        let (tx, mut rx) = queue();
+        let a = hub.attach("u", "s", None, tx, "11.0.0");
+        assert!(!a.resumed);
+        let c = a.conn;
         let hello: Value = serde_json::from_str(&rx.try_recv().unwrap()).unwrap();
         assert_eq!(hello["seq"], 0);
         c.send_event("e1", &json!({}), &json!({}));
-        hub.detach(&c);
+        assert!(hub.detach(&c, a.generation));
         c.send_event("e2", &json!({}), &json!({}));
-        let (tx2, mut rx2) = mpsc::channel(OUTBOUND_QUEUE);
-        let Attach::Resumed(c2) = hub.attach("u", "s", Some((&c.id, 2)), tx2, "11.0.0") else {
-            panic!("expected resume")
-        };
-        assert_eq!(c2.id, c.id);
+        let (tx2, mut rx2) = queue();
+        let b = hub.attach("u", "s", Some((&c.id, 2)), tx2, "11.0.0");
+        assert!(b.resumed);
+        assert_eq!(b.conn.id, c.id);
         let frames: Vec<Value> = std::iter::from_fn(|| rx2.try_recv().ok())
             .map(|f| serde_json::from_str(&f).unwrap())
             .collect();
@@ -225,63 +262,62 @@ mod tests {
         assert_eq!(frames[0]["event"], "e2");
         assert_eq!(frames[0]["seq"], 2);
         // Another user cannot take the connection over.
-        hub.detach(&c2);
-        let (tx3, _rx3) = mpsc::channel(OUTBOUND_QUEUE);
-        assert!(matches!(
-            hub.attach("other", "s", Some((&c.id, 3)), tx3, "v"),
-            Attach::New(_)
-        ));
+        assert!(hub.detach(&c, b.generation));
+        let (tx3, _rx3) = queue();
+        assert!(!hub.attach("other", "s", Some((&c.id, 3)), tx3, "v").resumed);
     }
 
+    /// A client that lets its queue fill is cut (its reader told), may resume without
+    /// losing an event, and the old socket's reader, when it finally stops, leaves the
+    /// resumed socket alone.
     #[tokio::test]
     async fn a_client_that_does_not_read_is_disconnected_and_can_resume() {
         let hub = Hub::default();
-        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
-        let Attach::New(c) = hub.attach("u", "s", None, tx, "v") else {
-            panic!("expected new")
-        };
+        let (tx, rx) = queue();
+        let a = hub.attach("u", "s", None, tx, "v");
         // hello + OUTBOUND_QUEUE - 1 events fill the queue; the next one overflows it.
         for _ in 0..OUTBOUND_QUEUE {
-            c.send_event("e", &json!({}), &json!({}));
+            a.conn.send_event("e", &json!({}), &json!({}));
         }
-        assert!(!c.is_active(), "a full queue kept the connection");
-        tokio::time::timeout(std::time::Duration::from_secs(1), c.ended.notified())
+        assert!(!a.conn.is_active(), "a full queue kept the connection");
+        tokio::time::timeout(std::time::Duration::from_secs(1), a.ended.notified())
             .await
             .expect("the reader was not told");
         drop(rx);
-        hub.detach(&c);
-        let (tx2, mut rx2) = mpsc::channel(OUTBOUND_QUEUE);
+        // The client resumes before the old reader noticed.
+        let (tx2, mut rx2) = queue();
         let last = OUTBOUND_QUEUE as i64;
-        assert!(matches!(
-            hub.attach("u", "s", Some((&c.id, last)), tx2, "v"),
-            Attach::Resumed(_)
-        ));
+        let b = hub.attach("u", "s", Some((&a.conn.id, last)), tx2, "v");
+        assert!(b.resumed);
         let v: Value = serde_json::from_str(&rx2.try_recv().unwrap()).unwrap();
         assert_eq!(v["seq"], last, "the overflowing event was lost");
+        assert!(
+            !hub.detach(&a.conn, a.generation),
+            "a stale reader detached"
+        );
+        assert!(b.conn.is_active());
+        b.conn.send_event("after", &json!({}), &json!({}));
+        assert!(rx2.try_recv().is_ok(), "the resumed socket lost its events");
     }
 
     #[tokio::test]
     async fn a_revoked_login_ends_its_connections_only() {
         let hub = Hub::default();
-        let (tx, mut rx) = mpsc::channel(OUTBOUND_QUEUE);
-        let Attach::New(gone) = hub.attach("u", "revoked", None, tx, "v") else {
-            panic!("expected new")
-        };
-        let (tx2, _rx2) = mpsc::channel(OUTBOUND_QUEUE);
-        let Attach::New(kept) = hub.attach("u", "other", None, tx2, "v") else {
-            panic!("expected new")
-        };
+        let (tx, mut rx) = queue();
+        let gone = hub.attach("u", "revoked", None, tx, "v");
+        let (tx2, _rx2) = queue();
+        let kept = hub.attach("u", "other", None, tx2, "v");
         rx.try_recv().unwrap();
         assert_eq!(hub.end_session("revoked"), 1);
         tokio::time::timeout(std::time::Duration::from_secs(1), gone.ended.notified())
             .await
             .expect("the reader was not told");
-        gone.send_event("e", &json!({}), &json!({}));
+        gone.conn.send_event("e", &json!({}), &json!({}));
         assert!(rx.recv().await.is_none(), "the socket's queue stayed open");
         assert!(
-            hub.get(&gone.id).is_none(),
+            hub.get(&gone.conn.id).is_none(),
             "a revoked connection can be resumed"
         );
-        assert!(kept.is_active() && hub.get(&kept.id).is_some());
+        assert!(kept.conn.is_active() && hub.get(&kept.conn.id).is_some());
     }
 }

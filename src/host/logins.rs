@@ -58,33 +58,30 @@ impl Logins {
         }
     }
 
-    /// Before the password of `user_id` is checked.
-    pub fn check_lockout(&self, user_id: &str) -> Result<(), LoginRefused> {
-        match self.failures.lock().get(user_id) {
-            Some((n, last)) if *n >= MAX_LOGIN_ATTEMPTS && last.elapsed() < LOCKOUT => {
-                Err(LoginRefused::LockedOut)
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// The password was wrong (`false`) or right (`true`).
-    pub fn record(&self, user_id: &str, ok: bool) {
+    /// Before the password of `user_id` is checked: the attempt counts as a failure
+    /// until `succeeded` says otherwise, so that concurrent guesses (each waiting for
+    /// its hash) cannot all pass the check.
+    pub fn attempt(&self, user_id: &str) -> Result<(), LoginRefused> {
         let mut f = self.failures.lock();
-        if ok {
-            f.remove(user_id);
-            return;
-        }
         let e = f.entry(user_id.to_string()).or_insert((0, Instant::now()));
         // A lockout that ran out starts the count afresh.
         if e.0 >= MAX_LOGIN_ATTEMPTS && e.1.elapsed() >= LOCKOUT {
             e.0 = 0;
+        }
+        if e.0 >= MAX_LOGIN_ATTEMPTS {
+            return Err(LoginRefused::LockedOut);
         }
         e.0 += 1;
         e.1 = Instant::now();
         if f.len() > crate::rate::MAX_KEYS {
             f.retain(|_, (_, last)| last.elapsed() < LOCKOUT);
         }
+        Ok(())
+    }
+
+    /// The password was right: the count starts again.
+    pub fn succeeded(&self, user_id: &str) {
+        self.failures.lock().remove(user_id);
     }
 
     /// Runs an argon2 job (verify or hash) with a core of its own.
@@ -122,15 +119,15 @@ mod tests {
     fn failures_in_a_row_lock_a_user_out_and_a_success_clears_them() {
         let l = Logins::new(0.0);
         for _ in 0..MAX_LOGIN_ATTEMPTS - 1 {
-            l.record("u", false);
+            assert_eq!(l.attempt("u"), Ok(()));
         }
-        assert_eq!(l.check_lockout("u"), Ok(()));
-        l.record("u", true);
+        l.succeeded("u");
+        // Attempts in flight count: ten at once, the eleventh is refused.
         for _ in 0..MAX_LOGIN_ATTEMPTS {
-            l.record("u", false);
+            assert_eq!(l.attempt("u"), Ok(()));
         }
-        assert_eq!(l.check_lockout("u"), Err(LoginRefused::LockedOut));
-        assert_eq!(l.check_lockout("other"), Ok(()));
+        assert_eq!(l.attempt("u"), Err(LoginRefused::LockedOut));
+        assert_eq!(l.attempt("other"), Ok(()));
     }
 
     #[test]

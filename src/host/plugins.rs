@@ -240,10 +240,11 @@ fn unpack_and_validate(
         }
         count += 1;
         // What the entry unpacks to: a sparse file's real size, not its stored data.
+        // (`Entry::size` honours a PAX `size`, which the header's own field need not.)
         let size = if sparse {
             entry.header().as_gnu().and_then(|g| g.real_size().ok())
         } else {
-            entry.header().size().ok()
+            Some(entry.size())
         };
         bytes = bytes.saturating_add(size.unwrap_or(u64::MAX));
         if count > limits.max_entries {

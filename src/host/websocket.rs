@@ -15,7 +15,6 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::api::{session_from_headers, token_from_headers};
-use super::hub::Attach;
 use super::{Host, CALLS_PLUGIN_ID, SERVER_VERSION};
 use crate::proto;
 
@@ -192,12 +191,10 @@ async fn run(
 
     let resume = (!params.connection_id.is_empty())
         .then_some((params.connection_id.as_str(), params.sequence_number));
-    let conn = match host
+    let attached = host
         .hub
-        .attach(&user_id, &session_id, resume, tx.clone(), SERVER_VERSION)
-    {
-        Attach::New(c) | Attach::Resumed(c) => c,
-    };
+        .attach(&user_id, &session_id, resume, tx.clone(), SERVER_VERSION);
+    let (conn, generation, ended) = (attached.conn, attached.generation, attached.ended);
     tracing::debug!(conn_id = conn.id, user_id, "websocket connected");
     if let Some(mut p) = host.plugin_client(CALLS_PLUGIN_ID) {
         let _ = p
@@ -212,7 +209,7 @@ async fn run(
         let msg = tokio::select! {
             m = stream.next() => m,
             // Revoked login, or a client that does not read: the host hangs up.
-            _ = conn.ended.notified() => break,
+            _ = ended.notified() => break,
         };
         let Some(Ok(msg)) = msg else { break };
         if matches!(msg, Message::Close(_)) {
@@ -257,9 +254,11 @@ async fn run(
             })),
         }
     }
-    host.hub.detach(&conn);
-    tracing::debug!(conn_id = conn.id, "websocket disconnected");
-    if let Some(mut p) = host.plugin_client(CALLS_PLUGIN_ID) {
+    // A socket another one took over (a resume after this one was cut) tells nobody:
+    // the connection lives on.
+    let current = host.hub.detach(&conn, generation);
+    tracing::debug!(conn_id = conn.id, current, "websocket disconnected");
+    if let (true, Some(mut p)) = (current, host.plugin_client(CALLS_PLUGIN_ID)) {
         let _ = p
             .on_web_socket_disconnect(proto::WebSocketConnectEvent {
                 connection_id: conn.id.clone(),

@@ -102,14 +102,28 @@ pub const PLUGIN_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Starts the integrated SFU if it is not running (a call needs it).
 pub async fn ensure_rtc(app: &App) -> Result<crate::sfu::shell::RtcServer, ActivateError> {
     let _one = app.rtc_start.lock().await;
-    if let Some(rtc) = app.rtc() {
-        if rtc.is_alive() {
-            return Ok(rtc);
+    let replacing = match app.rtc() {
+        Some(rtc) if rtc.is_alive() => return Ok(rtc),
+        Some(_) => {
+            // Its thread died (and closed its sessions): a new server for this call.
+            tracing::warn!("the integrated SFU is gone: starting a new one");
+            true
         }
-        // Its thread died (and closed its sessions): a new server for this call.
-        tracing::warn!("the integrated SFU is gone: starting a new one");
-    }
-    let rtc = start_rtc_server(&app.config(), &app.metrics, app.rtc_notes.clone()).await?;
+        None => false,
+    };
+    let mut tries = 0;
+    let rtc = loop {
+        match start_rtc_server(&app.config(), &app.metrics, app.rtc_notes.clone()).await {
+            Ok(r) => break r,
+            // The dead server's ICE-TCP listener lets go of the port a moment after
+            // its loop is gone.
+            Err(_) if replacing && tries < 20 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     *app.rtc.write() = Some(rtc.clone());
     Ok(rtc)
 }

@@ -48,6 +48,7 @@ fn route(app: &App, call_id: &str) -> Result<Route> {
         return Ok(Route::Rtcd(pool, host));
     }
     app.rtc()
+        .filter(|r| r.is_alive())
         .map(Route::Integrated)
         .ok_or_else(|| refused("no rtc server"))
 }

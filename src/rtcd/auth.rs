@@ -136,28 +136,30 @@ impl Auth {
         key: &str,
     ) -> Result<(), AuthError> {
         let pair = (client_id.to_string(), from);
-        if let Some((n, last)) = self.failures.lock().get(&pair) {
-            if *n >= MAX_FAILURES && last.elapsed() < FAILURE_BACKOFF {
+        {
+            // The attempt counts as a failure until it succeeds: reserved before the
+            // wait, so that concurrent attempts cannot all pass the check.
+            let mut failures = self.failures.lock();
+            let e = failures.entry(pair.clone()).or_insert((0, Instant::now()));
+            if e.1.elapsed() >= FAILURE_BACKOFF {
+                e.0 = 0;
+            }
+            if e.0 >= MAX_FAILURES {
                 return Err(AuthError::RateLimited);
+            }
+            e.0 += 1;
+            e.1 = Instant::now();
+            if failures.len() > crate::rate::MAX_KEYS {
+                failures.retain(|_, (_, last)| last.elapsed() < FAILURE_BACKOFF);
             }
         }
         self.rate_limit().await?;
-        let ok = verify(hash, key);
-        let mut failures = self.failures.lock();
-        if ok {
-            failures.remove(&pair);
-            return Ok(());
+        if verify(hash, key) {
+            self.failures.lock().remove(&pair);
+            Ok(())
+        } else {
+            Err(AuthError::Failed)
         }
-        let e = failures.entry(pair).or_insert((0, Instant::now()));
-        if e.1.elapsed() >= FAILURE_BACKOFF {
-            e.0 = 0;
-        }
-        e.0 += 1;
-        e.1 = Instant::now();
-        if failures.len() > crate::rate::MAX_KEYS {
-            failures.retain(|_, (_, last)| last.elapsed() < FAILURE_BACKOFF);
-        }
-        Err(AuthError::Failed)
     }
 
     /// Basic credentials: the admin key (any user name), or a registered client.

@@ -191,6 +191,22 @@ pub async fn run(config: Config) -> Result<(), RtcdError> {
     )
     .await
     .map_err(RtcdError::Rtc)?;
+    // rtcd has one media server for its lifetime: if its thread dies (see the panic
+    // policy), the sessions it held are reported closed to their plugins, and then
+    // the process exits for its supervisor (systemd: Restart=) to start a fresh one;
+    // a half-alive rtcd would take joins it can never serve.
+    let watched = rtc.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if !watched.is_alive() {
+                tracing::error!("the rtc thread is gone: exiting for a restart");
+                // Time for the close messages to reach the plugins.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                std::process::exit(70);
+            }
+        }
+    });
     let sessions = Arc::new(session::Sessions::new(rtc, metrics.ws_messages.clone()));
     let cpu_load = system::CpuLoad::default();
     cpu_load.spawn_sampler();

@@ -4,9 +4,9 @@
 //! call id, so two installations never share a call.
 //!
 //! Tenant isolation: every message that names a session acts only on a session of
-//! the sender's own group. Another group's session is "not found", exactly as one
-//! that does not exist, so a client can neither close, move, nor signal it (and
-//! learns nothing of it). Upstream checks no group here.
+//! the sender's own group. Another group's session is refused as "not found" (and
+//! logged), so a client can neither close, move, nor signal it, and no reply tells it
+//! the session exists. Upstream checks no group here.
 
 use std::collections::HashMap;
 use std::sync::Arc;

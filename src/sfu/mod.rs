@@ -399,12 +399,20 @@ impl Sfu {
     }
 
     pub fn remove_session(&mut self, session_id: &str) {
+        self.drop_session(session_id, true);
+    }
+
+    /// Removes a session; `disconnect` tells its str0m (never for one that panicked:
+    /// its `Rtc` is not to be touched again).
+    fn drop_session(&mut self, session_id: &str, disconnect: bool) {
         let Some((slot, sid, mut peer)) = self.peers.remove_entry(session_id) else {
             return;
         };
         // Its slot may go to the next session: no fan-out list may point at it.
         self.fan_epoch += 1;
-        peer.rtc.disconnect();
+        if disconnect {
+            peer.rtc.disconnect();
+        }
         self.observer.session(&peer.group, -1);
         if peer.connected_at.is_some() {
             self.observer.conn_state("closed");
@@ -444,9 +452,11 @@ impl Sfu {
         Ok(peer)
     }
 
-    /// A session whose str0m work panicked: closed at the next poll.
+    /// A session whose str0m work panicked: removed at once (nothing may route to it,
+    /// drain it or offer to it again), its `Closed` goes out with the next poll.
     fn poison(&mut self, session_id: &str) -> SfuError {
         if let Ok(sid) = self.sid(session_id) {
+            self.drop_session(session_id, false);
             self.poisoned.push(sid);
         }
         SfuError::Panicked(session_id.to_string())
@@ -715,8 +725,7 @@ impl Sfu {
             }
             None => {
                 let sid = sid.clone();
-                self.poisoned.push(sid);
-                self.dirty.remove(&slot);
+                self.poison(&sid);
                 return true;
             }
         }
@@ -773,13 +782,14 @@ impl Sfu {
                 break;
             }
             let mut cross = Vec::new();
+            let mut panicked = Vec::new();
             for (slot, stirred) in std::mem::take(&mut self.dirty) {
                 let Some((sid, peer)) = self.peers.entry_at_mut(slot) else {
                     continue;
                 };
                 let Some(open) = guarded(sid, || peer.drain(sid, now, stirred, out, &mut cross))
                 else {
-                    closed.push(sid.clone());
+                    panicked.push(sid.clone());
                     continue;
                 };
                 peer.report(now, &*self.observer);
@@ -787,6 +797,11 @@ impl Sfu {
                 if !open {
                     closed.push(sid.clone());
                 }
+            }
+            // Gone before anything is routed to them.
+            for sid in panicked {
+                self.drop_session(&sid, false);
+                closed.push(sid);
             }
             self.route(now, cross, out);
             self.send_offers(now, out);

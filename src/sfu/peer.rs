@@ -260,7 +260,8 @@ pub(super) struct Peer {
     /// last DTLS/SRTP datagram went.
     path: Option<(Protocol, SocketAddr, SocketAddr)>,
     pub audio_paths: AudioPaths,
-    /// The next input panics (tests of the core's panic guard).
+    /// The next input (datagram, timeout or client offer) panics (tests of the core's
+    /// panic guard).
     #[cfg(test)]
     pub panic_on_input: bool,
 }
@@ -504,6 +505,10 @@ impl Peer {
         if self.pending.is_some() {
             // We are impolite (as rtcd): the client rolls back and answers ours.
             return Err(SfuError::Glare);
+        }
+        #[cfg(test)]
+        if std::mem::take(&mut self.panic_on_input) {
+            panic!("injected panic");
         }
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| sdp_error(sdp, e))?;
         let answer = self.rtc.sdp_api().accept_offer(offer)?;

@@ -194,8 +194,6 @@ impl RtcServer {
         let supervisor_notes = notes.clone();
         let held = live.clone();
         let thread = move || {
-            // The runtime (with the socket and listener tasks) is dropped as the
-            // panic unwinds: the ports are free for the next server.
             let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 runtime.block_on(async move {
                     let udp = match UdpSocket::from_std(udp) {
@@ -217,6 +215,11 @@ impl RtcServer {
                     run(sfu, io, rx, notes, live).await;
                 })
             }));
+            // The runtime goes first, with the UDP socket, so that its port is free
+            // before anyone hears that the sessions are closed (and starts a new
+            // server on it); the ICE-TCP listener's task, on the caller's runtime,
+            // lets go of its port as soon as it sees the loop gone.
+            drop(runtime);
             if died.is_err() {
                 let sessions: Vec<String> = held.lock().drain().collect();
                 tracing::error!(
@@ -298,6 +301,14 @@ struct Io {
     /// UDP datagrams of the last poll, sent together.
     udp_queue: Vec<(SocketAddr, Vec<u8>)>,
     clock: CoreClock,
+}
+
+/// What woke the shell's loop.
+enum Woke {
+    Command(Command),
+    Readable(std::io::Result<()>),
+    Tcp(TcpEvent),
+    Timer,
 }
 
 /// The loop ran this much later than it meant to: the process was stopped (SIGSTOP,
@@ -703,24 +714,27 @@ async fn run(
                 _ => std::future::pending().await,
             }
         };
-        tokio::select! {
-            cmd = rx.recv() => {
-                let Some(cmd) = cmd else { break };
-                apply(&mut sfu, io.clock.now(), cmd, &live, &repeats);
-            }
-            r = readable => {
-                if let Err(e) = r {
-                    tracing::warn!(error = %e, "udp receive failed");
-                }
-            }
-            Some(ev) = io.tcp_events.recv() => io.on_tcp(&mut sfu, ev),
-            () = &mut wake => {}
-        }
+        let woke = tokio::select! {
+            cmd = rx.recv() => match cmd {
+                Some(cmd) => Woke::Command(cmd),
+                None => break,
+            },
+            r = readable => Woke::Readable(r),
+            Some(ev) = io.tcp_events.recv() => Woke::Tcp(ev),
+            () = &mut wake => Woke::Timer,
+        };
+        // Before anything is handed to the core, so that it all gets the same clock.
         if let Some(late) = io.clock.woke(Instant::now(), wake.deadline().into_std()) {
             tracing::warn!(
                 late_ms = late.as_millis() as u64,
                 "the rtc loop did not run for a while (process stopped or starved): its clients are not blamed for it"
             );
+        }
+        match woke {
+            Woke::Command(cmd) => apply(&mut sfu, io.clock.now(), cmd, &live, &repeats),
+            Woke::Readable(Err(e)) => tracing::warn!(error = %e, "udp receive failed"),
+            Woke::Tcp(ev) => io.on_tcp(&mut sfu, ev),
+            Woke::Readable(Ok(())) | Woke::Timer => {}
         }
         // Whatever woke the loop, what waits on the socket goes into this poll (one
         // failed read when nothing does).

@@ -695,3 +695,28 @@ fn a_panicking_session_is_closed_and_the_others_go_on() {
     let heard = net.clients[c].received.len();
     assert!(heard > 30, "C heard {heard} of 50 after B's panic");
 }
+
+/// A panic while a session's offer is handled removes that session at once: the
+/// publisher forwarding to it in the same turn does not reach its broken `Rtc`, and
+/// the others of the call go on.
+#[test]
+fn a_session_that_panics_on_its_offer_is_gone_before_anything_reaches_it() {
+    let mut net = Net::new();
+    let a = net.join("call-1", "sess-a", "1.1.1.1:1000", true);
+    let _b = net.join("call-1", "sess-b", "2.2.2.2:2000", false);
+    let c = net.join("call-1", "sess-c", "3.3.3.3:3000", false);
+    net.run(Duration::from_secs(2));
+    net.sfu.set_muted("sess-a", false).unwrap();
+    let mut counter = 0;
+    net.talk(a, Duration::from_millis(200), &mut counter);
+    net.sfu.inject_panic("sess-b");
+    let e = net.sfu.handle_offer("sess-b", "v=0").unwrap_err();
+    assert!(matches!(e, super::SfuError::Panicked(_)), "{e}");
+    assert_eq!(net.sfu.session_count(), 2, "the session was kept");
+    for _ in 0..50 {
+        net.talk(a, Duration::from_millis(20), &mut counter);
+    }
+    assert_eq!(net.closed, vec!["sess-b".to_string()]);
+    let heard = net.clients[c].received.len();
+    assert!(heard > 40, "C heard {heard} after B's panic");
+}
