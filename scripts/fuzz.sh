@@ -3,7 +3,8 @@
 # FUZZ_SECONDS, whichever comes first, on its corpus (fuzz/corpus/<target>, seeded by
 # scripts/fuzz-seeds.py), then one line per target: executions, time, speed, crashes.
 # cargo-fuzz with `--sanitizer none` runs on the stable toolchain. A crash leaves its
-# input in fuzz/artifacts/<target>/ and makes the script exit 1.
+# input in fuzz/artifacts/<target>/ and makes the script exit 1; once understood and
+# fixed, it goes to fuzz/regressions/<target>/ (committed), which every run replays.
 #   FUZZ_TARGETS="rtcd_envelope sdp"  FUZZ_RUNS=10000000  FUZZ_SECONDS=1800  FUZZ_JOBS=1
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,15 +27,19 @@ run_one() {
     python3 scripts/fuzz-seeds.py fuzz/corpus >/dev/null
   fi
   mkdir -p "fuzz/artifacts/$t"
+  # Inputs that once crashed a target (fuzz/regressions/<target>) are replayed first.
+  local extra=()
+  [ -d "fuzz/regressions/$t" ] && extra=("fuzz/regressions/$t")
   local start rc=0
   start=$(date +%s)
-  cargo fuzz run -s none "$t" "$corpus" -- -runs="$RUNS" -max_total_time="$SECONDS_MAX" \
+  touch "$out/$t.start"
+  cargo fuzz run -s none "$t" "$corpus" "${extra[@]}" -- -runs="$RUNS" -max_total_time="$SECONDS_MAX" \
     -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$t/" > "$out/$t.log" 2>&1 || rc=$?
   local secs=$(( $(date +%s) - start ))
   local execs
   execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$out/$t.log" | tail -1)"
   local crashes
-  crashes="$(find "fuzz/artifacts/$t" -type f \( -name 'crash-*' -o -name 'oom-*' -o -name 'timeout-*' \) | wc -l)"
+  crashes="$(find "fuzz/artifacts/$t" -type f \( -name 'crash-*' -o -name 'oom-*' -o -name 'timeout-*' \) -newer "$out/$t.start" | wc -l)"
   printf '%-16s %12s execs %6s s %9s exec/s  crashes %s  exit %s\n' "$t" "${execs:-?}" "$secs" \
     "$(( ${execs:-0} / (secs > 0 ? secs : 1) ))" "$crashes" "$rc" | tee -a "$out/table"
 }

@@ -12,7 +12,11 @@ fuzz_target!(|data: &[u8]| {
     for offer in [true, false] {
         if let Err(e) = parse_client_sdp(text, offer) {
             let msg = e.to_string();
-            assert!(!msg.contains("PointerOffset"), "{msg}");
+            // str0m names positions as pointers; none may reach the message. (An
+            // input may say "PointerOffset" itself: the fuzzer once wrote it in.)
+            if !text.contains("PointerOffset") {
+                assert!(!msg.contains("PointerOffset"), "{msg}");
+            }
             assert!(!msg.contains('\n'), "{msg}");
         }
     }
