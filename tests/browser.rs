@@ -1,7 +1,8 @@
 //! Real Chromium participants (tests/browser/calls.mjs, playwright-core driving
 //! Debian's /usr/bin/chromium) against a real calls-host + calls-plugin on SQLite with
 //! the integrated SFU: audio both ways, mute, screen share on/off, a third joiner
-//! getting the existing tracks, websocket drop + reconnect, leave.
+//! getting the existing tracks, websocket drop + reconnect, leave; clients that may
+//! only relay through coturn; the plugin killed or paused mid-call.
 
 mod common;
 
@@ -318,4 +319,116 @@ async fn browsers_keep_their_call_when_the_plugin_is_paused() {
         Some(pid),
         "the paused plugin was replaced"
     );
+}
+
+/// Alice and Bob whose browsers may use relay candidates only, through a real coturn
+/// with `use-auth-secret`, the TURN server and secret set in the plugin's settings,
+/// media on the integrated SFU (`rtcd: None`) or on rtcd; the scenario's result.
+async fn relayed_call(rtcd: Option<&RtcdProc>) -> (serde_json::Value, String) {
+    let turn_port = free_port_on("127.0.0.1");
+    let secret = "turn-secret-of-the-test";
+    let _turn = common::coturn::Coturn::relay("127.0.0.1", turn_port, secret);
+    let rtcd_url = rtcd.map(|r| r.url("").trim_end_matches('/').to_string());
+    let env: Vec<(&str, &str)> = rtcd_url
+        .iter()
+        .map(|u| ("MM_CALLS_RTCD_SERVICE_URL", u.as_str()))
+        .collect();
+    let h = HostProc::start_with(Backend::Sqlite, "enterprise", "127.0.0.1", &env).await;
+    let turn_url = format!("turn:127.0.0.1:{turn_port}?transport=udp");
+    let s = h
+        .setup(
+            &["alice", "bob"],
+            json!({
+                "DefaultEnabled": true,
+                "ICEServersConfigs": json!([{"urls": [turn_url]}]).to_string(),
+                "TURNStaticAuthSecret": secret,
+                "TURNCredentialsExpirationMinutes": 10,
+            }),
+        )
+        .await;
+    // Minted as the plugin does, but valid until a minute ago.
+    let (expired_user, expired_cred) =
+        mmcalls::plugin::api::turn_credentials_for(secret, "alice", unix_now() - 60);
+    let out = run_browsers_in(
+        &h,
+        &s.channel,
+        &["alice", "bob"],
+        "relay",
+        None,
+        &[
+            ("RELAY_ONLY", "1".into()),
+            ("TURN_URL", turn_url.clone()),
+            ("EXPIRED_USER", expired_user),
+            ("EXPIRED_CREDENTIAL", expired_cred),
+        ],
+    )
+    .await;
+    let media = match rtcd {
+        Some(r) => format!("udp {}:", r.ip),
+        None => format!("udp 127.0.0.1:{}", h.rtc_port),
+    };
+    (result(&out), media)
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// What a relayed call must show: both participants' media on a relay pair to the
+/// media server, credentials minted for the user with the configured expiry accepted
+/// by coturn, expired ones refused by it (401).
+fn assert_relayed(v: &serde_json::Value, media: &str) {
+    for p in ["alice", "bob"] {
+        assert_eq!(v[p]["localType"], "relay", "{p} not relayed: {v}");
+        assert_eq!(v[p]["relayProtocol"], "udp", "{v}");
+        assert!(
+            v[p]["remote"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(media),
+            "{p}'s media does not reach {media}: {v}"
+        );
+    }
+    // `<expiry>:<username>`, the expiry TURNCredentialsExpirationMinutes (10) ahead.
+    let user = v["minted"][0].as_str().unwrap_or_default();
+    let (expiry, name) = user.split_once(':').unwrap_or_default();
+    assert_eq!(name, "alice", "{v}");
+    let ahead = expiry.parse::<i64>().unwrap_or(0) - unix_now();
+    assert!((480..=600).contains(&ahead), "expiry {ahead} s ahead: {v}");
+    assert!(v["fresh"]["relay"].as_u64().unwrap_or(0) > 0, "{v}");
+    assert!(
+        v["fresh"]["errors"]
+            .as_array()
+            .is_some_and(|e| e.is_empty()),
+        "{v}"
+    );
+    assert_eq!(
+        v["expired"]["relay"], 0,
+        "an expired credential was accepted: {v}"
+    );
+    assert!(
+        v["expired"]["errors"]
+            .as_array()
+            .is_some_and(|e| e.contains(&json!(401))),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_only_browsers_talk_through_coturn_on_the_integrated_sfu() {
+    let (v, media) = relayed_call(None).await;
+    assert_relayed(&v, &media);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_only_browsers_talk_through_coturn_to_rtcd() {
+    let http = free_port_on("127.0.0.2");
+    let rtc = free_port_on("127.0.0.2");
+    let rtcd = RtcdProc::start("127.0.0.2", http, rtc);
+    let (v, media) = relayed_call(Some(&rtcd)).await;
+    assert_relayed(&v, &format!("{media}{rtc}"));
+    assert_eq!(rtcd.sessions().await, 2);
 }

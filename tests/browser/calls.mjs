@@ -41,6 +41,15 @@ const FAKE_SCREEN = () => {
   };
 };
 
+// RELAY_ONLY=1: every peer connection of the page may use relay candidates only, as
+// a client behind a firewall that lets nothing through but its TURN server.
+const RELAY_ONLY = () => {
+  const Native = window.RTCPeerConnection;
+  window.RTCPeerConnection = class extends Native {
+    constructor(config, ...rest) { super({ ...(config || {}), iceTransportPolicy: 'relay' }, ...rest); }
+  };
+};
+
 function step(msg) { console.log(`[browser] ${new Date().toISOString().slice(11, 23)} ${msg}`); }
 
 async function waitFor(what, fn, timeoutMs = 20000, everyMs = 250) {
@@ -65,6 +74,7 @@ class Person {
     page.on('console', (m) => { if (m.type() === 'error') step(`${name} console: ${m.text()}`); });
     page.on('pageerror', (e) => step(`${name} page error: ${e.message}`));
     await page.addInitScript(FAKE_SCREEN);
+    if (process.env.RELAY_ONLY === '1') await page.addInitScript(RELAY_ONLY);
     await page.goto(BASE);
     await page.fill('#login', name);
     await page.fill('#password', PASSWORD);
@@ -194,14 +204,20 @@ async function full(browser) {
   console.log(`RESULT ${JSON.stringify({ ok: true, carol: carolSession, bob: bobSession })}`);
 }
 
-// Two participants, audio and a screen share, reporting how the media went: the
-// codec bob decodes, alice's simulcast layers, SDP messages over the data channel.
-async function screen(browser) {
+// Alice and Bob in a call, Bob hearing Alice.
+async function talkingPair(browser) {
   const [alice, bob] = await Promise.all(USERS.slice(0, 2).map((u) => Person.open(browser, u)));
   await alice.join();
   await bob.join();
   await alice.click('mute');
   await receives(bob, 'audio', 'alice');
+  return [alice, bob];
+}
+
+// Two participants, audio and a screen share, reporting how the media went: the
+// codec bob decodes, alice's simulcast layers, SDP messages over the data channel.
+async function screen(browser) {
+  const [alice, bob] = await talkingPair(browser);
   await alice.click('screen-on');
   await receives(bob, 'video', 'alice (screen)');
   await sleep(3000);
@@ -223,11 +239,7 @@ async function screen(browser) {
 // Two participants talking while the plugin process is killed (SIGKILL) and the
 // host restarts it: bob's inbound audio must keep growing the whole time.
 async function restart(browser) {
-  const [alice, bob] = await Promise.all(USERS.slice(0, 2).map((u) => Person.open(browser, u)));
-  await alice.join();
-  await bob.join();
-  await alice.click('mute');
-  await receives(bob, 'audio', 'alice');
+  const [alice, bob] = await talkingPair(browser);
   const samples = [];
   const sample = async () => samples.push({ t: Date.now(), packets: (await bob.inbound('audio')).packets });
   const pluginUp = () => alice.page.evaluate(async () => {
@@ -264,11 +276,7 @@ async function restart(browser) {
 // resumed, so each client is told on its connection (`error`) and leaves the call
 // by itself; joining again gives a working call.
 async function crash(browser) {
-  const [alice, bob] = await Promise.all(USERS.slice(0, 2).map((u) => Person.open(browser, u)));
-  await alice.join();
-  await bob.join();
-  await alice.click('mute');
-  await receives(bob, 'audio', 'alice');
+  const [alice, bob] = await talkingPair(browser);
   const killedAt = Date.now();
   process.kill(Number(process.env.PLUGIN_PID), 'SIGKILL');
   step('plugin killed');
@@ -289,11 +297,7 @@ async function crash(browser) {
 // The plugin paused (SIGSTOP) for 15 s and resumed: the participants are still
 // there, so is the call, and audio flows again.
 async function pause(browser) {
-  const [alice, bob] = await Promise.all(USERS.slice(0, 2).map((u) => Person.open(browser, u)));
-  await alice.join();
-  await bob.join();
-  await alice.click('mute');
-  await receives(bob, 'audio', 'alice');
+  const [alice, bob] = await talkingPair(browser);
   const pid = Number(process.env.PLUGIN_PID);
   process.kill(pid, 'SIGSTOP');
   step('plugin stopped');
@@ -313,24 +317,69 @@ async function pause(browser) {
 
 // Two participants only, for the network tests (UDP blocked: ICE-TCP).
 async function pair(browser) {
-  const [alice, bob] = await Promise.all(USERS.slice(0, 2).map((u) => Person.open(browser, u)));
-  await alice.join();
-  await bob.join();
-  await alice.click('mute');
-  await receives(bob, 'audio', 'alice');
-  const pairInfo = await bob.page.evaluate(async () => {
+  const [alice, bob] = await talkingPair(browser);
+  const pairInfo = await selectedPair(bob);
+  console.log(`RESULT ${JSON.stringify({ ok: true, pair: pairInfo })}`);
+}
+
+// The candidate pair a participant's media uses: local candidate type and protocol,
+// remote address.
+async function selectedPair(p) {
+  return p.page.evaluate(async () => {
     const all = await window.callsStub.stats();
     const pair = all.find((x) => x.type === 'candidate-pair' && x.nominated && x.state === 'succeeded');
     const local = pair && all.find((x) => x.id === pair.localCandidateId);
     const remote = pair && all.find((x) => x.id === pair.remoteCandidateId);
-    return { local: local && local.protocol, remote: remote && `${remote.protocol} ${remote.address}:${remote.port}` };
+    return {
+      local: local && local.protocol,
+      localType: local && local.candidateType,
+      relayProtocol: local && local.relayProtocol,
+      remote: remote && `${remote.protocol} ${remote.address}:${remote.port}`,
+    };
   });
-  console.log(`RESULT ${JSON.stringify({ ok: true, pair: pairInfo })}`);
+}
+
+// Gathers relay candidates with the given ICE servers in `p`'s page: how many it got
+// and the error codes the TURN server answered.
+async function gatherRelay(p, iceServers) {
+  return p.page.evaluate(async (iceServers) => {
+    const pc = new RTCPeerConnection({ iceServers, iceTransportPolicy: 'relay' });
+    const out = { relay: 0, errors: [] };
+    pc.onicecandidate = (e) => { if (e.candidate && e.candidate.type === 'relay') out.relay += 1; };
+    pc.onicecandidateerror = (e) => out.errors.push(e.errorCode);
+    pc.createDataChannel('probe');
+    await pc.setLocalDescription();
+    await new Promise((resolve) => {
+      const done = () => { if (pc.iceGatheringState === 'complete') resolve(); };
+      pc.onicegatheringstatechange = done;
+      done();
+      setTimeout(resolve, 15000);
+    });
+    pc.close();
+    return out;
+  }, iceServers);
+}
+
+// Clients that may only relay (RELAY_ONLY=1) through the TURN server the plugin hands
+// out, with credentials from /turn-credentials: audio both ways over relay pairs; the
+// same TURN server refuses credentials that have expired (EXPIRED_USER/CREDENTIAL).
+async function relay(browser) {
+  const [alice, bob] = await talkingPair(browser);
+  await bob.click('mute');
+  await receives(alice, 'audio', 'bob');
+  const pairs = { alice: await selectedPair(alice), bob: await selectedPair(bob) };
+  const minted = await alice.page.evaluate(async () => {
+    const r = await fetch('/plugins/com.mattermost.calls/turn-credentials', { credentials: 'same-origin', headers: { 'X-Requested-With': 'XMLHttpRequest' } });
+    return r.json();
+  });
+  const fresh = await gatherRelay(alice, minted);
+  const expired = await gatherRelay(alice, [{ urls: [process.env.TURN_URL], username: process.env.EXPIRED_USER, credential: process.env.EXPIRED_CREDENTIAL }]);
+  console.log(`RESULT ${JSON.stringify({ ok: true, ...pairs, minted: minted.map((s) => s.username), fresh, expired })}`);
 }
 
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: FLAGS, headless: true });
 try {
-  const scenarios = { pair, screen, full, restart, crash, pause };
+  const scenarios = { pair, screen, full, restart, crash, pause, relay };
   await scenarios[SCENARIO](browser);
 } catch (e) {
   console.log(`FAILED ${e.stack || e}`);

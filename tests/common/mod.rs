@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod coturn;
 pub mod dns;
 pub mod media_client;
 pub mod peer;
