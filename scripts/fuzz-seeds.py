@@ -117,6 +117,18 @@ def host_ws_frame():
         yield b"\x01" + mp(frame)
 
 
+def host_event_routing():
+    # Connections (user, flags), channel members, selector, connection pick, omitted
+    # users, then the plugin's data JSON, as the plugin publishes them.
+    conns = bytes([3, 0, 0, 1, 0, 2, 1])
+    events = [{"session_id": SESSION, "user_id": "u0"},
+              {"channelID": CHANNEL, "participants": [], "screen_state": None},
+              {"data": "{\"type\":\"offer\",\"sdp\":\"v=0\"}", "connID": SESSION}]
+    for sel in [0x00, 0x01, 0x14, 0x20, 0x21]:
+        for ev in events:
+            yield conns + bytes([0b0111, sel, 1, 0b0010]) + json.dumps(ev).encode()
+
+
 def dc_message():
     yield mp(1)
     yield mp(2)
@@ -192,7 +204,7 @@ def sdp():
     yield SDP_OFFER.replace("a=setup:actpass", "a=setup:active").encode()
 
 
-TARGETS = {f.__name__: f for f in [calls_message, host_ws_frame, dc_message, rtcd_envelope,
+TARGETS = {f.__name__: f for f in [calls_message, host_ws_frame, host_event_routing, dc_message, rtcd_envelope,
                                    ice_tcp_framing, bundle, plugin_settings, rtcd_config, sdp]}
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 use tonic::{Request, Response, Status};
 
-use super::auth;
+use super::{auth, hub};
 use super::store::{self, Channel, Post, User};
 use super::{Host, CALLS_PLUGIN_ID, SERVER_VERSION};
 use crate::ids::{new_id, now_ms};
@@ -101,39 +101,14 @@ pub async fn publish(
     data: &Value,
     b: &proto::WebSocketBroadcast,
 ) -> Result<(), store::StoreError> {
-    let mut conns = if !b.connection_id.is_empty() {
-        host.hub
-            .get(&b.connection_id)
-            .into_iter()
-            .collect::<Vec<_>>()
-    } else if !b.user_id.is_empty() {
-        host.hub.for_user(&b.user_id)
-    } else if !b.channel_id.is_empty() {
-        let members = host.store.channel_member_ids(&b.channel_id).await?;
-        let members: std::collections::HashSet<String> = members.into_iter().collect();
-        host.hub
-            .all()
-            .into_iter()
-            .filter(|c| members.contains(&c.user_id))
-            .collect()
+    let members = if hub::needs_channel_members(b) {
+        let ids = host.store.channel_member_ids(&b.channel_id).await?;
+        Some(ids.into_iter().collect::<std::collections::HashSet<String>>())
     } else {
-        host.hub.all()
+        None
     };
-    conns.retain(|c| {
-        !b.omit_users.contains(&c.user_id) && (b.user_id.is_empty() || c.user_id == b.user_id)
-    });
-    let omit: serde_json::Map<String, Value> = b
-        .omit_users
-        .iter()
-        .map(|u| (u.clone(), Value::Bool(true)))
-        .collect();
-    let broadcast = json!({
-        "omit_users": if omit.is_empty() { Value::Null } else { Value::Object(omit) },
-        "user_id": b.user_id,
-        "channel_id": b.channel_id,
-        "team_id": "",
-        "connection_id": b.connection_id,
-    });
+    let conns = host.hub.select(b, members.as_ref());
+    let broadcast = hub::broadcast_field(b);
     for c in conns {
         c.send_event(event, data, &broadcast);
     }

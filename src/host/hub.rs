@@ -2,13 +2,15 @@
 //! `seq`, resumption by `connection_id` + `sequence_number` while the connection is
 //! kept after a drop, and event fan-out by user / channel / connection.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
+
+use crate::proto;
 
 /// How long a dropped connection can be resumed, and how many events it keeps.
 pub const RESUME_WINDOW: Duration = Duration::from_secs(60);
@@ -43,6 +45,11 @@ struct ConnState {
 impl Conn {
     pub fn is_active(&self) -> bool {
         self.state.lock().sender.is_some()
+    }
+
+    /// The socket now attached (or last attached): each resume starts a new one.
+    pub fn generation(&self) -> u64 {
+        self.state.lock().generation
     }
 
     /// Sends an event with the next sequence number (kept for replay).
@@ -219,6 +226,54 @@ impl Hub {
             .cloned()
             .collect()
     }
+
+    /// The connections a plugin's broadcast selects, in Mattermost's order of
+    /// precedence (its `shouldSendEvent`): a connection id names that connection alone;
+    /// else a user id names that user's connections; else every connection except the
+    /// omitted users', limited to `channel_members` when the broadcast names a channel
+    /// (`None` there selects nobody: membership unknown is not membership).
+    pub fn select(
+        &self,
+        b: &proto::WebSocketBroadcast,
+        channel_members: Option<&HashSet<String>>,
+    ) -> Vec<Arc<Conn>> {
+        if !b.connection_id.is_empty() {
+            return self.get(&b.connection_id).into_iter().collect();
+        }
+        if !b.user_id.is_empty() {
+            return self.for_user(&b.user_id);
+        }
+        self.conns
+            .lock()
+            .values()
+            .filter(|c| !b.omit_users.contains(&c.user_id))
+            .filter(|c| {
+                b.channel_id.is_empty() || channel_members.is_some_and(|m| m.contains(&c.user_id))
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// Whether a broadcast's reach depends on the members of its channel.
+pub fn needs_channel_members(b: &proto::WebSocketBroadcast) -> bool {
+    b.connection_id.is_empty() && b.user_id.is_empty() && !b.channel_id.is_empty()
+}
+
+/// The `broadcast` field of an event frame, as Mattermost writes it.
+pub fn broadcast_field(b: &proto::WebSocketBroadcast) -> Value {
+    let omit: serde_json::Map<String, Value> = b
+        .omit_users
+        .iter()
+        .map(|u| (u.clone(), Value::Bool(true)))
+        .collect();
+    json!({
+        "omit_users": if omit.is_empty() { Value::Null } else { Value::Object(omit) },
+        "user_id": b.user_id,
+        "channel_id": b.channel_id,
+        "team_id": "",
+        "connection_id": b.connection_id,
+    })
 }
 
 fn hello_frame(conn_id: &str, server_version: &str, seq: i64) -> String {
@@ -237,6 +292,76 @@ mod tests {
 
     fn queue() -> (Outbound, mpsc::Receiver<String>) {
         mpsc::channel(OUTBOUND_QUEUE)
+    }
+
+    /// Found by the host_event_routing fuzz target: serde_json's default float
+    /// parsing is approximate, so a large number the plugin published reached clients
+    /// as another number.
+    #[test]
+    fn an_event_reaches_its_client_with_the_plugins_data_unchanged() {
+        let hub = Hub::default();
+        let (tx, mut rx) = queue();
+        let a = hub.attach("alice", "s", None, tx, "v");
+        let _hello = rx.try_recv().unwrap();
+        for json in ["111111111110000000000248777112244074722", "0.30000000000000004"] {
+            let data: Value = serde_json::from_slice(json.as_bytes()).unwrap();
+            a.conn.send_event("e", &data, &Value::Null);
+            let frame: Value = serde_json::from_str(&rx.try_recv().unwrap()).unwrap();
+            assert_eq!(frame["data"], data, "{json}");
+        }
+    }
+
+    #[test]
+    fn broadcasts_select_as_mattermost_does() {
+        let hub = Hub::default();
+        let mut keep = Vec::new();
+        let mut ids = HashMap::new();
+        for user in ["alice", "bob", "carol"] {
+            let (tx, rx) = queue();
+            let a = hub.attach(user, "s", None, tx, "v");
+            ids.insert(user, a.conn.id.clone());
+            keep.push(rx);
+        }
+        let users = |b: proto::WebSocketBroadcast, members: Option<&HashSet<String>>| {
+            let mut u: Vec<String> = hub
+                .select(&b, members)
+                .iter()
+                .map(|c| c.user_id.clone())
+                .collect();
+            u.sort();
+            u
+        };
+        let omit_bob = vec!["bob".to_string()];
+        // A connection or a user named: the omitted list does not apply.
+        let b = proto::WebSocketBroadcast {
+            connection_id: ids["bob"].clone(),
+            omit_users: omit_bob.clone(),
+            ..Default::default()
+        };
+        assert_eq!(users(b, None), ["bob"]);
+        let b = proto::WebSocketBroadcast {
+            user_id: "bob".into(),
+            omit_users: omit_bob.clone(),
+            ..Default::default()
+        };
+        assert_eq!(users(b, None), ["bob"]);
+        // A channel: its members, less the omitted; unknown members, nobody.
+        let members: HashSet<String> = ["alice".to_string(), "bob".to_string()].into();
+        let channel = proto::WebSocketBroadcast {
+            channel_id: "ch".into(),
+            omit_users: omit_bob,
+            ..Default::default()
+        };
+        assert_eq!(users(channel.clone(), Some(&members)), ["alice"]);
+        assert!(users(channel, None).is_empty());
+        assert_eq!(
+            users(proto::WebSocketBroadcast::default(), None),
+            ["alice", "bob", "carol"]
+        );
+        assert!(needs_channel_members(&proto::WebSocketBroadcast {
+            channel_id: "ch".into(),
+            ..Default::default()
+        }));
     }
 
     #[test]
