@@ -432,3 +432,20 @@ async fn relay_only_browsers_talk_through_coturn_to_rtcd() {
     assert_relayed(&v, &format!("{media}{rtc}"));
     assert_eq!(rtcd.sessions().await, 2);
 }
+
+/// Bob joins Alice's call 20 times while she talks and shares her screen: every track
+/// he receives comes with its info (the data channel's MediaMap reached him before the
+/// offer that adds the track). The
+/// page's peer is the stub's, or the Calls client's own RTCPeer when
+/// CALLS_COMMON_BUNDLE names a browser bundle of @mattermost/calls-common.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rejoin_gets_its_tracks_with_their_info() {
+    let h = HostProc::start(Backend::Sqlite, "enterprise").await;
+    let s = h
+        .setup(&["alice", "bob"], json!({"DefaultEnabled": true}))
+        .await;
+    let v = result(&run_browsers(&h, &s.channel, &["alice", "bob"], "rejoin").await);
+    // Her voice and her screen, each time.
+    assert_eq!(v["tracks"], 2 * v["joins"].as_u64().unwrap_or(0), "{v}");
+    assert_eq!(v["withoutInfo"], 0, "tracks without their info: {v}");
+}

@@ -36,6 +36,7 @@
   function log(msg) {
     const el = document.getElementById('log');
     if (el) { el.textContent += new Date().toISOString().slice(11, 19) + ' ' + msg + '\n'; el.scrollTop = el.scrollHeight; }
+    if (window.callsStubConsole) console.log('[calls] ' + msg);
   }
 
   async function userName(id) {
@@ -138,6 +139,11 @@
       this.rtt = 0;
       this.elements = {};
       this.sdpOverDC = 0;
+      // The type of each track received, null for one that came without its info,
+      // and when it came (ms since this peer was made).
+      this.tracks = [];
+      this.trackTimes = [];
+      this.createdAt = performance.now();
       const pc = this.pc = new RTCPeerConnection({ iceServers });
       const dc = this.dc = pc.createDataChannel('calls-dc');
       dc.binaryType = 'arraybuffer';
@@ -208,7 +214,11 @@
     }
 
     onTrack(e) {
-      const info = this.mediaMap[e.transceiver.mid] || { type: e.track.kind === 'audio' ? 'voice' : 'screen' };
+      // As the Calls client: the track's info is looked up once, now, by its mid.
+      const known = this.mediaMap[e.transceiver.mid];
+      this.tracks.push(known ? known.type : null);
+      this.trackTimes.push(performance.now() - this.createdAt);
+      const info = known || { type: e.track.kind === 'audio' ? 'voice' : 'screen' };
       const stream = new MediaStream([e.track]);
       log('receiving ' + info.type + ' from ' + (info.sender_id || '?'));
       if (e.track.kind === 'audio') {
@@ -292,7 +302,11 @@
     if (state.config.NeedsTURNCredentials) {
       try { servers = servers.concat(await api('GET', PLUGIN + '/turn-credentials')); } catch (e) { log('turn credentials: ' + e.message); }
     }
-    state.peer = new CallsPeer(servers, !!state.config.EnableDCSignaling, !!state.config.EnableSimulcast);
+    const opts = { iceServers: servers, dcSignaling: !!state.config.EnableDCSignaling, simulcast: !!state.config.EnableSimulcast };
+    // Another implementation of the peer role (a test harness running the Calls
+    // client's own RTCPeer) may stand in for ours, given the means to signal.
+    const other = window.callsStubPeerFactory;
+    state.peer = other ? other(opts, { send, sendSDP, log }) : new CallsPeer(opts.iceServers, opts.dcSignaling, opts.simulcast);
   }
 
   // --- call state and UI -------------------------------------------------------------

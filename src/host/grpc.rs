@@ -3,8 +3,8 @@
 use serde_json::{json, Value};
 use tonic::{Request, Response, Status};
 
-use super::{auth, hub};
 use super::store::{self, Channel, Post, User};
+use super::{auth, hub};
 use super::{Host, CALLS_PLUGIN_ID, SERVER_VERSION};
 use crate::ids::{new_id, now_ms};
 use crate::proto::host_server::Host as HostService;
@@ -103,7 +103,10 @@ pub async fn publish(
 ) -> Result<(), store::StoreError> {
     let members = if hub::needs_channel_members(b) {
         let ids = host.store.channel_member_ids(&b.channel_id).await?;
-        Some(ids.into_iter().collect::<std::collections::HashSet<String>>())
+        Some(
+            ids.into_iter()
+                .collect::<std::collections::HashSet<String>>(),
+        )
     } else {
         None
     };

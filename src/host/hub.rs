@@ -303,7 +303,10 @@ mod tests {
         let (tx, mut rx) = queue();
         let a = hub.attach("alice", "s", None, tx, "v");
         let _hello = rx.try_recv().unwrap();
-        for json in ["111111111110000000000248777112244074722", "0.30000000000000004"] {
+        for json in [
+            "111111111110000000000248777112244074722",
+            "0.30000000000000004",
+        ] {
             let data: Value = serde_json::from_slice(json.as_bytes()).unwrap();
             a.conn.send_event("e", &data, &Value::Null);
             let frame: Value = serde_json::from_str(&rx.try_recv().unwrap()).unwrap();

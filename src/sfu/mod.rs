@@ -31,7 +31,9 @@ mod vad;
 use datachannel::{DcMessage, SessionDescription};
 use egress::DatagramPool;
 use observe::{NoObserver, RtcObserver, DIR_IN, DIR_OUT};
-use peer::{Cross, Fan, FanOut, Inbound, OutTrack, Peer, PeerReport, PendingOffer, QueuedTrack};
+use peer::{
+    Cross, Fan, FanOut, HeldOffer, Inbound, OutTrack, Peer, PeerReport, PendingOffer, QueuedTrack,
+};
 use peers::{Peers, Slot};
 use simulcast::Layering;
 
@@ -88,6 +90,9 @@ fn mime(codec: Codec) -> &'static str {
 /// How often the sessions that may time out or fall silent are checked: those still
 /// connecting, with an offer out, or talking.
 const HOUSEKEEPING: Duration = Duration::from_millis(50);
+/// How long a websocket offer waits at most for the acknowledgement of the MediaMap
+/// before it: above a delayed SACK (200 ms in RFC 4960), below what a user notices.
+const OFFER_HOLD: Duration = Duration::from_millis(400);
 /// Statistics timers and housekeeping fire on this grid, so that those of many
 /// sessions share one wake-up of the shell instead of one each (500 idle sessions:
 /// 500 statistics timers a second). A timer that comes due while its session has
@@ -505,7 +510,7 @@ impl Sfu {
                 return Err(e);
             }
         };
-        self.request_keyframes(session_id, &added);
+        self.answered(session_id, &added);
         Ok(())
     }
 
@@ -663,6 +668,20 @@ impl Sfu {
     }
 
     /// New subscribers of video need a keyframe to start decoding.
+    /// A subscriber answered the offer that added `mids`: what was forwarded to them
+    /// before could not reach it (a simulcast layer chosen then starts again, at the
+    /// keyframe asked for now).
+    fn answered(&mut self, session_id: &str, mids: &[Mid]) {
+        if let Some(p) = self.peers.get_mut(session_id) {
+            for m in mids {
+                if let Some(o) = p.outbound_source.get_mut(m) {
+                    o.layers = None;
+                }
+            }
+        }
+        self.request_keyframes(session_id, mids);
+    }
+
     fn request_keyframes(&mut self, session_id: &str, mids: &[Mid]) {
         let Some(p) = self.peers.get(session_id) else {
             return;
@@ -783,6 +802,7 @@ impl Sfu {
             }
             let mut cross = Vec::new();
             let mut panicked = Vec::new();
+            let mut again = Vec::new();
             for (slot, stirred) in std::mem::take(&mut self.dirty) {
                 let Some((sid, peer)) = self.peers.entry_at_mut(slot) else {
                     continue;
@@ -792,6 +812,9 @@ impl Sfu {
                     panicked.push(sid.clone());
                     continue;
                 };
+                if release_offer(sid, peer, now, out) {
+                    again.push(slot);
+                }
                 peer.report(now, &*self.observer);
                 schedule(&mut self.timers, peer, sid, self.epoch);
                 if !open {
@@ -802,6 +825,9 @@ impl Sfu {
             for sid in panicked {
                 self.drop_session(&sid, false);
                 closed.push(sid);
+            }
+            for slot in again {
+                self.dirty.insert(slot, true);
             }
             self.route(now, cross, out);
             self.send_offers(now, out);
@@ -898,6 +924,14 @@ impl Sfu {
                 self.offer_wanted.insert(sid.clone());
                 self.dirty.insert(slot, true);
             }
+            // A held offer whose wait is over is released by the drain.
+            if peer
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.held.is_some() && now >= p.since + OFFER_HOLD)
+            {
+                self.dirty.insert(slot, true);
+            }
             let mut talking = false;
             for inb in peer.inbound.values_mut() {
                 if let Some(on) = inb.vad.tick(now) {
@@ -941,7 +975,7 @@ impl Sfu {
                     self.publish(&src, mid);
                 }
                 Cross::Stopped(src, mid) => self.drop_inbound(&src, mid),
-                Cross::Answered(sid, mids) => self.request_keyframes(&sid, &mids),
+                Cross::Answered(sid, mids) => self.answered(&sid, &mids),
                 Cross::Loss(sid, mid, loss) => {
                     let layers = self
                         .peers
@@ -1221,22 +1255,39 @@ impl Sfu {
                     )
                 })
                 .collect();
-            peer.dc_send(&DcMessage::MediaMap(map));
+            let map = DcMessage::MediaMap(map);
+            peer.dc_send(&map);
+            let needs_map = added.iter().any(|(_, q)| q.track != TrackType::Voice);
             peer.pending = Some(PendingOffer {
                 offer: pending,
                 since: now,
                 added,
                 removed,
+                held: None,
             });
             // Unanswered, it is withdrawn after `offer_timeout`: housekeeping watches.
             self.watched.insert(sid.clone());
             self.dirty.insert(slot, true);
             let json = SessionDescription::offer(offer.to_sdp_string()).to_json();
+            // Over the data channel, the offer follows the MediaMap in order. Over the
+            // websocket it could overtake it, and the Calls client looks a track's
+            // info up once, when the track arrives: a video track without it is not
+            // shown (an audio track without it plays as voice). An offer that adds
+            // anything but voice waits for the MediaMap's acknowledgement, which
+            // costs up to a delayed SACK (~200 ms); voice goes at once.
             if !(peer.dc_signaling && peer.dc_send_sdp(&json)) {
-                out.push(Output::Offer {
-                    session_id: sid.to_string(),
-                    json,
-                });
+                match peer.pending.as_mut() {
+                    Some(p) if needs_map => {
+                        p.held = Some(HeldOffer {
+                            json,
+                            repeat: Some(map),
+                        })
+                    }
+                    _ => out.push(Output::Offer {
+                        session_id: sid.to_string(),
+                        json,
+                    }),
+                }
             }
         }
     }
@@ -1347,6 +1398,44 @@ fn on_grid(t: Instant, epoch: Instant) -> Instant {
 }
 
 /// Drops an unanswered offer and queues its changes again for the next one.
+/// Sends a held websocket offer once the client's SCTP stack has acknowledged the
+/// data channel's MediaMap, or after `OFFER_HOLD` whatever happened to it (a client
+/// that does not acknowledge still gets its offer; housekeeping wakes the session).
+/// Called after the session's drain has sent the MediaMap: it writes the MediaMap once
+/// more, which goes in a packet of its own, because an SCTP receiver acknowledges
+/// every second packet at once but a single one only after its delayed-ack timer
+/// (~200 ms in browsers); the client takes the same map twice. True when the session
+/// needs another drain (to send that copy).
+fn release_offer(sid: &Sid, peer: &mut Peer, now: Instant, out: &mut Vec<Output>) -> bool {
+    let Some(since) = peer
+        .pending
+        .as_ref()
+        .filter(|p| p.held.is_some())
+        .map(|p| p.since)
+    else {
+        return false;
+    };
+    let delivered = peer.dc_delivered();
+    if !delivered && now < since + OFFER_HOLD {
+        let repeat = peer
+            .pending
+            .as_mut()
+            .and_then(|p| p.held.as_mut())
+            .and_then(|h| h.repeat.take());
+        return repeat.is_some_and(|map| peer.dc_send(&map));
+    }
+    if !delivered {
+        tracing::debug!(session_id = %sid, "MediaMap not acknowledged in time, sending the offer");
+    }
+    if let Some(held) = peer.pending.as_mut().and_then(|p| p.held.take()) {
+        out.push(Output::Offer {
+            session_id: sid.to_string(),
+            json: held.json,
+        });
+    }
+    false
+}
+
 fn withdraw_offer(peer: &mut Peer, fan_epoch: &mut u64) {
     let Some(p) = peer.pending.take() else {
         return;

@@ -198,6 +198,15 @@ pub(super) struct PendingOffer {
     pub since: Instant,
     pub added: Vec<(Mid, QueuedTrack)>,
     pub removed: Vec<Mid>,
+    /// The offer's JSON for the websocket, held until the client has the MediaMap
+    /// sent before it (see `release_offer` in the core).
+    pub held: Option<HeldOffer>,
+}
+
+pub(super) struct HeldOffer {
+    pub json: String,
+    /// The MediaMap, until it has gone out a second time in a packet of its own.
+    pub repeat: Option<DcMessage>,
 }
 
 /// What the peer noticed for the metrics, reported by the core at its next poll.
@@ -548,6 +557,15 @@ impl Peer {
             Some(mut ch) => ch.write(true, &msg.encode()).is_ok(),
             None => false,
         }
+    }
+
+    /// Whether everything written to the data channel has been acknowledged by the
+    /// client's SCTP stack (so its MediaMap has arrived); true without a channel.
+    pub fn dc_delivered(&mut self) -> bool {
+        let Some(id) = self.dc else { return true };
+        self.rtc
+            .channel(id)
+            .is_none_or(|mut ch| ch.buffered_amount() == 0)
     }
 
     /// Sends a session description JSON over the data channel (`dcSignaling`).

@@ -11,6 +11,7 @@ use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
 
+use super::datachannel::DcMessage;
 use super::{Output, Sfu, SfuConfig};
 
 /// A publisher's 20 ms Opus frame as str0m hands it over (payload type 111), for
@@ -77,6 +78,8 @@ pub struct Client {
     /// The data channel, once open, and what arrived on it (binary?, bytes).
     pub dc: Option<str0m::channel::ChannelId>,
     pub dc_received: Vec<(bool, Vec<u8>)>,
+    /// Per websocket offer: the last MediaMap the client had received by then.
+    pub map_at_offer: Vec<Vec<(String, String, String)>>,
 }
 
 pub struct Net {
@@ -202,6 +205,7 @@ impl Net {
             video_mid: None,
             dc: None,
             dc_received: Vec::new(),
+            map_at_offer: Vec::new(),
         });
         self.clients.len() - 1
     }
@@ -263,6 +267,17 @@ impl Net {
                     let sdp = v["sdp"].as_str().unwrap();
                     if let Some(c) = self.clients.iter_mut().find(|c| c.session == session_id) {
                         c.offers.push(sdp.to_string());
+                        let map = c
+                            .dc_received
+                            .iter()
+                            .filter(|(binary, _)| *binary)
+                            .filter_map(|(_, d)| match DcMessage::decode(d) {
+                                Ok(DcMessage::MediaMap(m)) => Some(m),
+                                _ => None,
+                            })
+                            .next_back()
+                            .unwrap_or_default();
+                        c.map_at_offer.push(map);
                     }
                     for line in sdp.lines().filter(|l| l.starts_with("a=msid:")) {
                         if let Some(track) = line.split_whitespace().nth(1) {

@@ -361,6 +361,60 @@ fn screen_share_renegotiates_both_ways_with_stable_extension_ids() {
     assert!(net.clients[b].received.len() > heard + 10);
 }
 
+/// The mid of the last video m-line of an SDP.
+fn last_video_mid(sdp: &str) -> Option<String> {
+    let mut mid = None;
+    let mut in_video = false;
+    for line in sdp.lines() {
+        if let Some(m) = line.strip_prefix("m=") {
+            in_video = m.starts_with("video");
+        } else if let Some(m) = line.strip_prefix("a=mid:").filter(|_| in_video) {
+            mid = Some(m.trim().to_string());
+        }
+    }
+    mid
+}
+
+/// The Calls client looks a track's info up in the last MediaMap once, when the track
+/// arrives, and drops a video track without it. A websocket offer adding a screen
+/// used to leave in the same poll as the MediaMap written to the data channel, free to
+/// overtake it; now it leaves once the client has it. Voice is not held.
+#[test]
+fn a_websocket_offer_adding_a_screen_leaves_after_the_clients_media_map() {
+    let mut net = Net::new();
+    let a = net.join("call-1", "sess-a", "1.1.1.1:1000", true);
+    let b = net.join("call-1", "sess-b", "2.2.2.2:2000", false);
+    net.sfu.set_muted("sess-a", false).unwrap();
+    net.run(Duration::from_secs(1));
+    let c = &net.clients[b];
+    let voice_offer = c.offers.len();
+    assert!(voice_offer > 0, "no offer for A's voice");
+    assert!(
+        !c.map_at_offer[voice_offer - 1]
+            .iter()
+            .any(|(_, t, _)| t == "voice"),
+        "the voice offer waited for its MediaMap"
+    );
+    net.share_screen(a, "screen-1", &[]);
+    net.run(Duration::from_millis(300));
+    let mut frames = 0;
+    net.send_video(a, Duration::from_secs(1), &mut frames);
+    let c = &net.clients[b];
+    assert!(c.offers.len() > voice_offer, "no offer for A's screen");
+    let mid = last_video_mid(c.offers.last().unwrap()).expect("a video m-line");
+    let map = c.map_at_offer.last().unwrap();
+    assert!(
+        map.iter()
+            .any(|(m, t, s)| *m == mid && t == "screen" && s == "sess-a"),
+        "the offer for mid {mid} came before its MediaMap: {map:?}"
+    );
+    assert!(
+        c.video.len() > 5,
+        "B decoded {} screen frames",
+        c.video.len()
+    );
+}
+
 #[test]
 fn lost_video_packets_are_recovered_by_nack() {
     let mut net = Net::new();
@@ -382,9 +436,11 @@ fn lost_video_packets_are_recovered_by_nack() {
         .collect();
     got.sort_unstable();
     got.dedup();
-    // Frames sent before B's answer landed may be missing; after that, none.
+    // Frames sent before B's answer landed may be missing; after that, none. B's
+    // offer is made at A's first frame and waits for its MediaMap's acknowledgement
+    // (up to OFFER_HOLD, 400 ms: 8 frames at 20 fps).
     let first = got.first().copied().unwrap_or(u32::MAX);
-    assert!(first <= 5, "B started at frame {first}");
+    assert!(first <= 12, "B started at frame {first}");
     let expected: Vec<u32> = (first..=frames).collect();
     assert_eq!(got, expected, "frames lost for good despite NACK");
     assert!(

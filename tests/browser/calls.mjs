@@ -50,6 +50,59 @@ const RELAY_ONLY = () => {
   };
 };
 
+// CALLS_COMMON_BUNDLE=<file>: the page runs the Calls client's own RTCPeer (a browser
+// bundle of @mattermost/calls-common exposing `CallsCommon`, built outside this
+// repository) in place of the stub's peer; the stub keeps the websocket and the UI.
+const REAL_PEER = () => {
+  window.callsStubPeerFactory = (opts, { send, sendSDP, log }) => {
+    const logger = { logDebug() {}, logInfo() {}, logWarn: (...a) => log(a.join(' ')), logErr: (...a) => log(a.join(' ')) };
+    const peer = new window.CallsCommon.RTCPeer({ ...opts, dcLocking: true, logger });
+    const self = { pc: peer.pc, tracks: [], trackTimes: [], createdAt: performance.now(), sdpOverDC: 0, rtt: 0, voice: null };
+    peer.on('offer', (d) => sendSDP(d));
+    peer.on('answer', (d) => sendSDP(d));
+    peer.on('candidate', (c) => send('ice', { data: JSON.stringify(c) }));
+    peer.on('error', (e) => log('rtc peer error: ' + e));
+    peer.on('stream', (stream, info) => {
+      self.tracks.push(info ? info.type : null);
+      self.trackTimes.push(performance.now() - self.createdAt);
+      if (stream.getAudioTracks().length) {
+        const el = document.createElement('audio');
+        el.autoplay = true;
+        el.srcObject = stream;
+        document.body.append(el);
+      }
+    });
+    self.onSignal = (json) => peer.signal(json);
+    self.unmute = async () => {
+      if (!self.voice) {
+        const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+        self.voice = stream.getAudioTracks()[0];
+        await peer.addStream(stream);
+      } else {
+        await peer.replaceTrack(self.voice.id, self.voice);
+      }
+    };
+    self.mute = async () => { if (self.voice) await peer.replaceTrack(self.voice.id, null); };
+    self.shareScreen = async () => {
+      const stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+      self.screen = stream;
+      send('screen_on', { data: JSON.stringify({ screenStreamID: stream.id }) });
+      await peer.addStream(stream);
+    };
+    self.stopScreen = () => {
+      if (!self.screen) return;
+      for (const t of self.screen.getTracks()) { peer.removeTrack(t.id); t.stop(); }
+      self.screen = null;
+    };
+    self.close = () => {
+      if (self.voice) self.voice.stop();
+      peer.destroy();
+      document.querySelectorAll('audio').forEach((el) => el.remove());
+    };
+    return self;
+  };
+};
+
 function step(msg) { console.log(`[browser] ${new Date().toISOString().slice(11, 23)} ${msg}`); }
 
 async function waitFor(what, fn, timeoutMs = 20000, everyMs = 250) {
@@ -71,10 +124,15 @@ class Person {
   static async open(browser, name) {
     const ctx = await browser.newContext();
     const page = await ctx.newPage();
-    page.on('console', (m) => { if (m.type() === 'error') step(`${name} console: ${m.text()}`); });
+    page.on('console', (m) => { if (m.type() === 'error' || process.env.BROWSER_CONSOLE) step(`${name} console: ${m.text()}`); });
     page.on('pageerror', (e) => step(`${name} page error: ${e.message}`));
     await page.addInitScript(FAKE_SCREEN);
     if (process.env.RELAY_ONLY === '1') await page.addInitScript(RELAY_ONLY);
+    if (process.env.CALLS_COMMON_BUNDLE) {
+      await page.addInitScript({ path: process.env.CALLS_COMMON_BUNDLE });
+      await page.addInitScript(REAL_PEER);
+      if (process.env.BROWSER_CONSOLE) await page.addInitScript(() => { window.callsStubConsole = true; });
+    }
     await page.goto(BASE);
     await page.fill('#login', name);
     await page.fill('#password', PASSWORD);
@@ -377,9 +435,36 @@ async function relay(browser) {
   console.log(`RESULT ${JSON.stringify({ ok: true, ...pairs, minted: minted.map((s) => s.username), fresh, expired })}`);
 }
 
+// Alice talks and shares her screen; Bob joins and leaves JOINS times (20 by
+// default). Each time the tracks he receives must come with their info (the data
+// channel's MediaMap), as the Calls client looks it up once, when the track arrives:
+// a video track without it is not shown.
+async function rejoin(browser) {
+  const [alice, bob] = await talkingPair(browser);
+  await alice.click('screen-on');
+  const joins = Number(process.env.JOINS || 20);
+  const tracks = [];
+  const times = [];
+  for (let i = 0; i < joins; i++) {
+    if (i > 0) await bob.join();
+    await receives(bob, 'audio', `alice (join ${i + 1})`);
+    await receives(bob, 'video', `alice's screen (join ${i + 1})`);
+    const got = await bob.page.evaluate(() => ({ types: window.callsStub.peer().tracks, times: window.callsStub.peer().trackTimes }));
+    tracks.push(...got.types);
+    times.push(...got.times);
+    await bob.click('leave');
+    await waitFor('bob to leave', async () => ({ ok: await bob.page.evaluate(() => window.callsStub.state.inCall === '') }));
+  }
+  const withoutInfo = tracks.filter((t) => t === null).length;
+  times.sort((a, b) => a - b);
+  const at = (q) => Math.round(times[Math.min(times.length - 1, Math.floor(q * times.length))] || 0);
+  // Time from the peer's creation (the `join` event) to the track, median and 90th.
+  console.log(`RESULT ${JSON.stringify({ ok: true, joins, tracks: tracks.length, withoutInfo, trackMs: [at(0.5), at(0.9)] })}`);
+}
+
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: FLAGS, headless: true });
 try {
-  const scenarios = { pair, screen, full, restart, crash, pause, relay };
+  const scenarios = { pair, screen, full, restart, crash, pause, relay, rejoin };
   await scenarios[SCENARIO](browser);
 } catch (e) {
   console.log(`FAILED ${e.stack || e}`);
