@@ -395,7 +395,12 @@
     try { await api('POST', PLUGIN + '/' + channelID, { enabled }); await refreshCalls(); } catch (e) { alert(e.message); }
   }
 
+  // Renders wait for user names, so two can overlap: only the latest one started may
+  // show its result (an older one finishing last would show stale buttons, e.g. Leave
+  // after the call was left, and no Join until the next event).
+  let renders = 0;
   async function render() {
+    const mine = ++renders;
     const list = h('ul', {});
     for (const ch of state.channels) {
       const info = state.calls[ch.id] || {};
@@ -429,6 +434,7 @@
     if (!screen) screen = h('div', { id: 'screen' });
     let logEl = document.getElementById('log');
     if (!logEl) logEl = h('div', { id: 'log' });
+    if (mine !== renders) return;
     app.replaceChildren(h('p', {}, 'Signed in as ', h('b', { id: 'me' }, state.me.username)), list, screen, h('h3', {}, 'Events'), logEl);
   }
 
