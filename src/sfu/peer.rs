@@ -892,6 +892,21 @@ mod tests {
     use crate::sfu::sim::opus_frame;
     use crate::sfu::Sid;
 
+    /// The probe's finding: an SDP parse error logged a heap address (str0m's parser
+    /// names positions as `PointerOffset(0x…)`); it names a line and column now.
+    #[test]
+    fn an_sdp_parse_error_names_a_position_not_an_address() {
+        let sdp =
+            "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio x UDP/TLS/RTP/SAVPF 111\r\n";
+        for offer in [true, false] {
+            let e = crate::sfu::parse_client_sdp(sdp, offer)
+                .expect_err("not a valid SDP")
+                .to_string();
+            assert!(!e.contains("0x"), "{e}");
+            assert!(!e.contains("PointerOffset"), "{e}");
+        }
+    }
+
     /// A peer hearing more speakers than its inline audio-mid slots keeps every
     /// mid's path, each found again by its own mid and no other.
     #[test]
