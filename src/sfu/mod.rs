@@ -91,7 +91,9 @@ fn mime(codec: Codec) -> &'static str {
 /// connecting, with an offer out, or talking.
 const HOUSEKEEPING: Duration = Duration::from_millis(50);
 /// How long a websocket offer waits at most for the acknowledgement of the MediaMap
-/// before it: above a delayed SACK (200 ms in RFC 4960), below what a user notices.
+/// before it (released by housekeeping, so up to one `HOUSEKEEPING` later): above a
+/// delayed SACK (200 ms in RFC 4960), below what a user notices, far below
+/// `offer_timeout`.
 const OFFER_HOLD: Duration = Duration::from_millis(400);
 /// Statistics timers and housekeeping fire on this grid, so that those of many
 /// sessions share one wake-up of the shell instead of one each (500 idle sessions:
@@ -667,7 +669,6 @@ impl Sfu {
         }
     }
 
-    /// New subscribers of video need a keyframe to start decoding.
     /// A subscriber answered the offer that added `mids`: what was forwarded to them
     /// before could not reach it (a simulcast layer chosen then starts again, at the
     /// keyframe asked for now).
@@ -682,6 +683,7 @@ impl Sfu {
         self.request_keyframes(session_id, mids);
     }
 
+    /// New subscribers of video need a keyframe to start decoding.
     fn request_keyframes(&mut self, session_id: &str, mids: &[Mid]) {
         let Some(p) = self.peers.get(session_id) else {
             return;
@@ -1323,6 +1325,14 @@ impl Sfu {
         })
     }
 
+    /// Whether a session's server offer is held for its MediaMap's acknowledgement.
+    pub(crate) fn offer_held(&self, session_id: &str) -> bool {
+        self.peers
+            .get(session_id)
+            .and_then(|p| p.pending.as_ref())
+            .is_some_and(|p| p.held.is_some())
+    }
+
     /// How many sessions housekeeping looks at.
     pub(crate) fn watched_count(&self) -> usize {
         self.watched.len()
@@ -1397,7 +1407,6 @@ fn on_grid(t: Instant, epoch: Instant) -> Instant {
         .unwrap_or(t)
 }
 
-/// Drops an unanswered offer and queues its changes again for the next one.
 /// Sends a held websocket offer once the client's SCTP stack has acknowledged the
 /// data channel's MediaMap, or after `OFFER_HOLD` whatever happened to it (a client
 /// that does not acknowledge still gets its offer; housekeeping wakes the session).
@@ -1436,6 +1445,7 @@ fn release_offer(sid: &Sid, peer: &mut Peer, now: Instant, out: &mut Vec<Output>
     false
 }
 
+/// Drops an unanswered offer and queues its changes again for the next one.
 fn withdraw_offer(peer: &mut Peer, fan_epoch: &mut u64) {
     let Some(p) = peer.pending.take() else {
         return;

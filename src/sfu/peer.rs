@@ -524,10 +524,16 @@ impl Peer {
         Ok(answer.to_sdp_string())
     }
 
-    /// The client's answer to our offer; returns the mids it added.
+    /// The client's answer to our offer; returns the mids it added. An offer still
+    /// held for the websocket has not reached the client: an answer then is to an
+    /// earlier one (withdrawn unanswered) and must not settle this one. An answer that
+    /// does not parse leaves our offer pending (its timeout offers again).
     pub fn accept_answer(&mut self, sdp: &str) -> Result<Vec<Mid>, SfuError> {
-        let pending = self.pending.take().ok_or(SfuError::NoPendingOffer)?;
+        if self.pending.as_ref().is_none_or(|p| p.held.is_some()) {
+            return Err(SfuError::NoPendingOffer);
+        }
         let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| sdp_error(sdp, e))?;
+        let pending = self.pending.take().ok_or(SfuError::NoPendingOffer)?;
         self.rtc.sdp_api().accept_answer(pending.offer, answer)?;
         Ok(pending.added.into_iter().map(|(m, _)| m).collect())
     }

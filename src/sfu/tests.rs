@@ -415,6 +415,45 @@ fn a_websocket_offer_adding_a_screen_leaves_after_the_clients_media_map() {
     );
 }
 
+/// Found in review: an answer that came while the offer was held (so to an earlier
+/// offer, or garbage) took the pending offer with it, which was then never sent.
+#[test]
+fn an_answer_while_the_offer_is_held_settles_nothing() {
+    let mut net = Net::new();
+    let a = net.join("call-1", "sess-a", "1.1.1.1:1000", true);
+    let b = net.join("call-1", "sess-b", "2.2.2.2:2000", false);
+    net.sfu.set_muted("sess-a", false).unwrap();
+    net.run(Duration::from_secs(1));
+    // B's SCTP acknowledgements are lost for a while: its screen offer stays held.
+    let b_addr: std::net::SocketAddr = "2.2.2.2:2000".parse().unwrap();
+    net.block_dtls_from.insert(b_addr);
+    net.share_screen(a, "screen-1", &[]);
+    net.run(Duration::from_millis(300));
+    let mut frames = 0;
+    let mut held = false;
+    for _ in 0..100 {
+        net.send_video(a, Duration::from_millis(5), &mut frames);
+        if net.sfu.offer_held("sess-b") {
+            held = true;
+            break;
+        }
+    }
+    assert!(held, "B's screen offer was never held");
+    assert!(net
+        .sfu
+        .handle_answer("sess-b", "v=0\r\nnot an answer")
+        .is_err());
+    net.block_dtls_from.remove(&b_addr);
+    net.send_video(a, Duration::from_secs(1), &mut frames);
+    let c = &net.clients[b];
+    assert!(
+        c.track_ids.iter().any(|t| t.starts_with("screen_sess-a_")),
+        "the held offer was lost: {:?}",
+        c.track_ids
+    );
+    assert!(c.video.len() > 5, "B decoded {} frames", c.video.len());
+}
+
 #[test]
 fn lost_video_packets_are_recovered_by_nack() {
     let mut net = Net::new();
