@@ -347,8 +347,11 @@ async fn relayed_call(rtcd: Option<&RtcdProc>) -> (serde_json::Value, String) {
         )
         .await;
     // Minted as the plugin does, but valid until a minute ago.
-    let (expired_user, expired_cred) =
-        mmcalls::plugin::api::turn_credentials_for(secret, "alice", unix_now() - 60);
+    let (expired_user, expired_cred) = mmcalls::plugin::api::turn_credentials_for(
+        secret,
+        "alice",
+        mmcalls::ids::now_ms() / 1000 - 60,
+    );
     let out = run_browsers_in(
         &h,
         &s.channel,
@@ -370,13 +373,6 @@ async fn relayed_call(rtcd: Option<&RtcdProc>) -> (serde_json::Value, String) {
     (result(&out), media)
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
 /// What a relayed call must show: both participants' media on a relay pair to the
 /// media server, credentials minted for the user with the configured expiry accepted
 /// by coturn, expired ones refused by it (401).
@@ -396,7 +392,7 @@ fn assert_relayed(v: &serde_json::Value, media: &str) {
     let user = v["minted"][0].as_str().unwrap_or_default();
     let (expiry, name) = user.split_once(':').unwrap_or_default();
     assert_eq!(name, "alice", "{v}");
-    let ahead = expiry.parse::<i64>().unwrap_or(0) - unix_now();
+    let ahead = expiry.parse::<i64>().unwrap_or(0) - mmcalls::ids::now_ms() / 1000;
     assert!((480..=600).contains(&ahead), "expiry {ahead} s ahead: {v}");
     assert!(v["fresh"]["relay"].as_u64().unwrap_or(0) > 0, "{v}");
     assert!(

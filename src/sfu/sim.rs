@@ -82,6 +82,20 @@ pub struct Client {
     pub map_at_offer: Vec<Vec<(String, String, String)>>,
 }
 
+impl Client {
+    /// The MediaMaps received on the data channel so far, in order.
+    pub fn media_maps(&self) -> Vec<Vec<(String, String, String)>> {
+        self.dc_received
+            .iter()
+            .filter(|(binary, _)| *binary)
+            .filter_map(|(_, d)| match DcMessage::decode(d) {
+                Ok(DcMessage::MediaMap(m)) => Some(m),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 pub struct Net {
     pub now: Instant,
     pub sfu: Sfu,
@@ -267,16 +281,7 @@ impl Net {
                     let sdp = v["sdp"].as_str().unwrap();
                     if let Some(c) = self.clients.iter_mut().find(|c| c.session == session_id) {
                         c.offers.push(sdp.to_string());
-                        let map = c
-                            .dc_received
-                            .iter()
-                            .filter(|(binary, _)| *binary)
-                            .filter_map(|(_, d)| match DcMessage::decode(d) {
-                                Ok(DcMessage::MediaMap(m)) => Some(m),
-                                _ => None,
-                            })
-                            .next_back()
-                            .unwrap_or_default();
+                        let map = c.media_maps().pop().unwrap_or_default();
                         c.map_at_offer.push(map);
                     }
                     for line in sdp.lines().filter(|l| l.starts_with("a=msid:")) {

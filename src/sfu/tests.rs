@@ -325,15 +325,7 @@ fn screen_share_renegotiates_both_ways_with_stable_extension_ids() {
         c.video.len()
     );
     // MediaMap came over the data channel before the offer, naming the screen.
-    let maps: Vec<_> = c
-        .dc_received
-        .iter()
-        .filter_map(|(bin, d)| bin.then(|| DcMessage::decode(d).ok()).flatten())
-        .filter_map(|m| match m {
-            DcMessage::MediaMap(e) => Some(e),
-            _ => None,
-        })
-        .collect();
+    let maps = c.media_maps();
     assert!(
         maps.iter()
             .any(|e| e.iter().any(|(_, t, s)| t == "screen" && s == "sess-a")),
