@@ -45,6 +45,7 @@ fuzz-ci:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	python3 scripts/module-cycles.py
 
 clean:
 	rm -rf dist target

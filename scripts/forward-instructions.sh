@@ -13,8 +13,8 @@ BIN="$(ls -t "${CARGO_TARGET_DIR:-target}"/release/deps/forward-* | grep -v '\.d
 run() {
   local out
   out="$(FORWARD_SECONDS="$1" valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-    --collect-atstart=no --toggle-collect='mmcalls::sfu::Sfu::poll' \
-    --toggle-collect='mmcalls::sfu::Sfu::handle_receive' "$BIN" "$N" 2>&1)"
+    --collect-atstart=no --toggle-collect='calls_sfu::Sfu::poll' \
+    --toggle-collect='calls_sfu::Sfu::handle_receive' "$BIN" "$N" 2>&1)"
   local fwd ins
   fwd="$(sed -n 's/.* forwarded=\([0-9]*\) .*/\1/p' <<<"$out")"
   ins="$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' <<<"$out")"

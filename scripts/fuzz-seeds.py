@@ -86,10 +86,14 @@ CANDIDATE = json.dumps({"candidate": "candidate:1 1 udp 2122260223 127.0.0.1 500
 
 
 def calls_message():
-    # First byte: 0 join, 1 reconnect, 2.. the queued actions in the target's order.
-    queued = ["sdp", "ice", "mute", "unmute", "screen_on", "screen_off", "video_on",
-              "video_off", "raise_hand", "unraise_hand", "react", "metric"]
+    # First byte: the action, in the order of `ActionKind::ALL`.
+    kinds = ["join", "reconnect", "leave", "call_state", "ping", "caption", "sdp", "ice",
+             "mute", "unmute", "screen_on", "screen_off", "video_on", "video_off",
+             "raise_hand", "unraise_hand", "react", "metric"]
     data = {
+        "join": mp({"channelID": CHANNEL, "title": "t", "threadID": "", "av1Support": True, "dcSignaling": True}),
+        "reconnect": mp({"channelID": CHANNEL, "originalConnID": SESSION, "prevConnID": SESSION}),
+        "call_state": mp({"channelID": CHANNEL}),
         "sdp": mp({"data": zlib.compress(DESC.encode())}),
         "ice": mp({"data": CANDIDATE}),
         "screen_on": mp({"data": json.dumps({"screenStreamID": "stream-2"})}),
@@ -99,10 +103,8 @@ def calls_message():
             {"state": "succeeded", "local": {"type": "host", "protocol": "udp"},
              "remote": {"type": "srflx", "protocol": "udp"}})}),
     }
-    yield bytes([0]) + mp({"channelID": CHANNEL, "title": "t", "threadID": "", "av1Support": True, "dcSignaling": True})
-    yield bytes([1]) + mp({"channelID": CHANNEL, "originalConnID": SESSION, "prevConnID": SESSION})
-    for i, t in enumerate(queued):
-        yield bytes([i + 2]) + data.get(t, b"")
+    for i, t in enumerate(kinds):
+        yield bytes([i]) + data.get(t, b"")
 
 
 def host_ws_frame():

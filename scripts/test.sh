@@ -23,6 +23,7 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
+python3 scripts/module-cycles.py
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --no-fail-fast
 else

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mmcalls::host::plugins::{install_bundle, BundleLimits};
+use calls_host::plugins::{install_bundle, BundleLimits};
 
 fuzz_target!(|data: &[u8]| {
     let root = tempfile::tempdir().unwrap();

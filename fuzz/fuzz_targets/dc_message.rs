@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mmcalls::sfu::datachannel::{inflate_sdp, DcMessage};
+use calls_sfu::datachannel::{inflate_sdp, DcMessage};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(m) = DcMessage::decode(data) {

@@ -8,8 +8,8 @@
 use std::collections::HashSet;
 
 use libfuzzer_sys::fuzz_target;
-use mmcalls::host::hub::{broadcast_field, needs_channel_members, Hub, OUTBOUND_QUEUE};
-use mmcalls::proto::WebSocketBroadcast;
+use calls_host::hub::{broadcast_field, needs_channel_members, Hub, OUTBOUND_QUEUE};
+use calls_wire::proto::WebSocketBroadcast;
 use serde_json::Value;
 use tokio::sync::mpsc;
 

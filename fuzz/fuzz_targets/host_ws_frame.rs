@@ -5,7 +5,7 @@
 
 use axum::extract::ws::Message;
 use libfuzzer_sys::fuzz_target;
-use mmcalls::host::websocket::{parse_frame, plugin_action_data};
+use calls_host::api::websocket::{parse_frame, plugin_action_data};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&kind, rest)) = data.split_first() else {

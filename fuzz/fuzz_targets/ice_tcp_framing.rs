@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mmcalls::sfu::tcp::{connection, TcpEvent};
+use calls_rtc::tcp::{connection, TcpEvent};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mmcalls::plugin::config::Config;
+use calls_plugin::config::Config;
 
 fuzz_target!(|data: &[u8]| {
     let _ = Config::check_saved(data);

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mmcalls::rtcd::protocol::Envelope;
+use calls_wire::rtcd::Envelope;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(e) = Envelope::decode(data) {

@@ -4,14 +4,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use calls_db::Db;
+use calls_host::api::{insert_user, start_enabled_plugins, NewUserFields};
+use calls_host::grpc::HostGrpc;
+use calls_host::store::{Channel, HostStore, Team};
+use calls_host::{default_config, license_for, HostCtx, CALLS_PLUGIN_ID};
+use calls_wire::ids::{new_id, now_ms};
+use calls_wire::proto::host_server::HostServer;
 use clap::Parser;
-use mmcalls::db::Db;
-use mmcalls::host::api::{insert_user, start_enabled_plugins, NewUserFields};
-use mmcalls::host::grpc::HostGrpc;
-use mmcalls::host::store::{Channel, HostStore, Team};
-use mmcalls::host::{default_config, license_for, HostCtx, CALLS_PLUGIN_ID};
-use mmcalls::ids::{new_id, now_ms};
-use mmcalls::proto::host_server::HostServer;
 use serde_json::json;
 
 #[derive(Parser, Debug)]
@@ -60,8 +60,8 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
-    mmcalls::logging::init();
-    mmcalls::host::logins::return_large_blocks_to_the_system();
+    calls_service::logging::init();
+    calls_host::logins::return_large_blocks_to_the_system();
     let args = Args::parse();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -99,7 +99,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&args.data_dir)?;
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
     // The config (secrets), the database and the plugins are the host's alone.
-    mmcalls::host::make_private(&data_dir, 0o700)?;
+    calls_host::make_private(&data_dir, 0o700)?;
     let database_url = args
         .database_url
         .clone()
@@ -109,7 +109,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .strip_prefix("sqlite://")
         .map(|rest| rest.split('?').next().unwrap_or(rest))
     {
-        mmcalls::host::make_private(std::path::Path::new(file), 0o600)?;
+        calls_host::make_private(std::path::Path::new(file), 0o600)?;
     }
     let store = HostStore { db };
     store.migrate().await?;
@@ -132,7 +132,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
         _ => {
             let id = new_id();
-            mmcalls::host::write_private(&data_dir.join("diagnostic_id"), id.as_bytes())?;
+            calls_host::write_private(&data_dir.join("diagnostic_id"), id.as_bytes())?;
             id
         }
     };
@@ -149,12 +149,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         site_url,
         diagnostic_id,
         kv_lock: Default::default(),
-        bundle_limits: mmcalls::host::plugins::BundleLimits {
+        bundle_limits: calls_host::plugins::BundleLimits {
             max_bytes: args.max_bundle_unpacked_mb << 20,
             ..Default::default()
         },
         repeats: Default::default(),
-        logins: mmcalls::host::logins::Logins::new(args.login_rate_limit),
+        logins: calls_host::logins::Logins::new(args.login_rate_limit),
     });
     let initial = host.config.read().clone();
     host.save_config(initial)?;
@@ -165,7 +165,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let grpc = tonic::transport::Server::builder()
         .add_service(HostServer::new(HostGrpc(host.clone())).max_decoding_message_size(64 << 20))
         .serve_with_incoming(
-            // Nagle off, as on every signaling connection (see `mmcalls::nodelay`).
+            // Nagle off, as on every signaling connection (see `calls_service::nodelay`).
             tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
         );
     tokio::spawn(async move {
@@ -181,7 +181,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let bytes = std::fs::read(bundle).map_err(|e| format!("{}: {e}", bundle.display()))?;
         let dir = host.plugins_dir();
         std::fs::create_dir_all(&dir)?;
-        let m = mmcalls::host::plugins::install_bundle(&dir, &bytes, host.bundle_limits)?;
+        let m = calls_host::plugins::install_bundle(&dir, &bytes, host.bundle_limits)?;
         let mut cfg = host.config.read().clone();
         cfg["PluginSettings"]["PluginStates"][&m.id] = json!({"Enable": true});
         host.save_config(cfg)?;
@@ -197,16 +197,16 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(addr) = args.metrics_listen {
         let l = tokio::net::TcpListener::bind(addr).await?;
         println!("calls-host metrics on http://{}", l.local_addr()?);
-        let router = mmcalls::host::api::metrics_router(host.clone());
+        let router = calls_host::api::metrics_router(host.clone());
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(mmcalls::nodelay::listener(l), router).await {
+            if let Err(e) = axum::serve(calls_service::nodelay::listener(l), router).await {
                 tracing::error!(error = %e, "metrics server failed");
             }
         });
     }
     // Tests and scripts read this line to learn the port when --listen used port 0.
     println!("calls-host listening on http://{local}");
-    let app = mmcalls::host::api::router(host.clone());
+    let app = calls_host::api::router(host.clone());
     let shutdown = async {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -217,20 +217,20 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         tracing::info!("shutting down");
     };
     axum::serve(
-        mmcalls::nodelay::listener(listener),
+        calls_service::nodelay::listener(listener),
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await?;
     let ids: Vec<String> = host.plugins.lock().await.keys().cloned().collect();
     for id in ids {
-        mmcalls::host::api::stop_plugin(&host, &id).await;
+        calls_host::api::stop_plugin(&host, &id).await;
     }
     Ok(())
 }
 
 /// Admin, two users, a team and two channels; credentials are printed.
-async fn seed_demo(host: &mmcalls::host::Host) -> Result<(), Box<dyn std::error::Error>> {
+async fn seed_demo(host: &calls_host::Host) -> Result<(), Box<dyn std::error::Error>> {
     if host.store.count_users().await? > 0 {
         return Ok(());
     }

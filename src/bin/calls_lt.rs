@@ -6,11 +6,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use calls_lt::media_files::{ivf_frames, opus_packets};
+use calls_lt::participant::{self, Media, Role, Totals};
+use calls_lt::report::{proc_usage, MachineTicks, ProcUsage, Report, Sample};
+use calls_lt::setup::Api;
 use clap::Parser;
-use mmcalls::lt::media_files::{ivf_frames, opus_packets};
-use mmcalls::lt::participant::{self, Media, Role, Totals};
-use mmcalls::lt::report::{proc_usage, MachineTicks, ProcUsage, Report, Sample};
-use mmcalls::lt::setup::Api;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -77,7 +77,7 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    mmcalls::logging::init();
+    calls_service::logging::init();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -114,7 +114,7 @@ async fn run(a: Args) -> Result<usize, String> {
         .user_token(None, &a.admin_user, &a.admin_password)
         .await
         .map_err(|e| format!("admin login: {e}"))?;
-    let run_id = &mmcalls::ids::new_id()[..8];
+    let run_id = &calls_wire::ids::new_id()[..8];
     let team = api
         .team(&admin, &format!("lt-{run_id}"))
         .await

@@ -2,14 +2,14 @@
 
 use std::io::Write;
 
-use mmcalls::handshake;
-use mmcalls::plugin::hooks::Hooks;
-use mmcalls::proto::plugin_server::PluginServer;
+use calls_plugin::hooks::Hooks;
+use calls_wire::handshake;
+use calls_wire::proto::plugin_server::PluginServer;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
 fn main() -> std::process::ExitCode {
-    mmcalls::logging::init();
+    calls_service::logging::init();
     if std::env::var(handshake::MAGIC_COOKIE_KEY).ok().as_deref()
         != Some(handshake::MAGIC_COOKIE_VALUE)
     {

@@ -1,7 +1,7 @@
 //! `rtcd`: an rtcd-compatible media service for Mattermost Calls.
 
+use calls_rtcd::config::Config;
 use clap::Parser;
-use mmcalls::rtcd::config::Config;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -25,7 +25,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    if let Err(e) = mmcalls::rtcd::logging::init(&config.logger) {
+    if let Err(e) = calls_rtcd::logging::init(&config.logger) {
         eprintln!(
             "rtcd: cannot open the log file {}: {e}",
             config.logger.file_location
@@ -39,7 +39,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    match rt.block_on(mmcalls::rtcd::run(config)) {
+    match rt.block_on(calls_rtcd::run(config)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "rtcd failed");

@@ -1,5 +1,5 @@
 // Real browsers in a real call: Debian's Chromium, driven by playwright-core, against
-// calls-host + calls-plugin started by tests/browser.rs (which passes BASE_URL,
+// calls-host + calls-plugin started by tests/it/browser.rs (which passes BASE_URL,
 // CHANNEL_ID, USERS and PASSWORD). Each participant is its own browser context.
 // Every step waits for an outcome read from RTCPeerConnection.getStats(), never for
 // a fixed time alone; it exits non-zero with the reason on the first failure.

@@ -1,0 +1,636 @@
+//! The `Host` gRPC service: the Mattermost plugin API subset the Calls plugin uses.
+
+use serde_json::{json, Value};
+use tonic::{Request, Response, Status};
+
+use super::store::{self, Channel, Post, User};
+use super::{auth, hub};
+use super::{Host, CALLS_PLUGIN_ID, SERVER_VERSION};
+use calls_wire::ids::{new_id, now_ms};
+use calls_wire::proto::host_server::Host as HostService;
+use calls_wire::proto::{self, Empty};
+
+#[derive(Clone)]
+pub struct HostGrpc(pub Host);
+
+fn internal(e: store::StoreError) -> Status {
+    tracing::error!(error = %e, "host api store error");
+    Status::internal(e.to_string())
+}
+
+pub fn user_proto(u: &User) -> proto::User {
+    proto::User {
+        id: u.id.clone(),
+        username: u.username.clone(),
+        first_name: u.first_name.clone(),
+        last_name: u.last_name.clone(),
+        nickname: u.nickname.clone(),
+        email: u.email.clone(),
+        roles: u.roles.clone(),
+        delete_at: u.delete_at,
+        is_bot: u.is_bot,
+    }
+}
+
+pub fn channel_proto(c: &Channel) -> proto::Channel {
+    proto::Channel {
+        id: c.id.clone(),
+        team_id: c.team_id.clone(),
+        r#type: c.channel_type.clone(),
+        name: c.name.clone(),
+        display_name: c.display_name.clone(),
+        delete_at: c.delete_at,
+    }
+}
+
+fn post_proto(p: &Post) -> proto::Post {
+    proto::Post {
+        id: p.id.clone(),
+        channel_id: p.channel_id.clone(),
+        user_id: p.user_id.clone(),
+        root_id: p.root_id.clone(),
+        message: p.message.clone(),
+        r#type: p.post_type.clone(),
+        props_json: p.props.clone().into_bytes(),
+        create_at: p.create_at,
+        update_at: p.update_at,
+        delete_at: p.delete_at,
+    }
+}
+
+/// The post as Mattermost clients get it over the websocket / API.
+pub fn post_json(p: &Post) -> Value {
+    let props: Value = serde_json::from_str(&p.props).unwrap_or(json!({}));
+    json!({
+        "id": p.id, "channel_id": p.channel_id, "user_id": p.user_id, "root_id": p.root_id,
+        "message": p.message, "type": p.post_type, "props": props,
+        "create_at": p.create_at, "update_at": p.update_at, "delete_at": p.delete_at,
+    })
+}
+
+/// Finds or creates the DM channel of two users.
+pub async fn direct_channel(host: &Host, a: &str, b: &str) -> Result<Channel, store::StoreError> {
+    let mut ids = [a, b];
+    ids.sort_unstable();
+    let name = format!("{}__{}", ids[0], ids[1]);
+    if let Some(c) = host.store.channel_by_name("", &name).await? {
+        return Ok(c);
+    }
+    let c = Channel {
+        id: new_id(),
+        team_id: String::new(),
+        channel_type: "D".into(),
+        name,
+        display_name: String::new(),
+        creator_id: a.to_string(),
+        create_at: now_ms(),
+        delete_at: 0,
+    };
+    host.store.create_channel(&c).await?;
+    host.store.add_channel_member(&c.id, a, false).await?;
+    if a != b {
+        host.store.add_channel_member(&c.id, b, false).await?;
+    }
+    Ok(c)
+}
+
+/// Sends a plugin event to the connections a Mattermost broadcast selects.
+pub async fn publish(
+    host: &Host,
+    event: &str,
+    data: &Value,
+    b: &proto::WebSocketBroadcast,
+) -> Result<(), store::StoreError> {
+    let members = if hub::needs_channel_members(b) {
+        let ids = host.store.channel_member_ids(&b.channel_id).await?;
+        Some(
+            ids.into_iter()
+                .collect::<std::collections::HashSet<String>>(),
+        )
+    } else {
+        None
+    };
+    let conns = host.hub.select(b, members.as_ref());
+    let broadcast = hub::broadcast_field(b);
+    for c in conns {
+        c.send_event(event, data, &broadcast);
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl HostService for HostGrpc {
+    async fn get_server_info(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<proto::ServerInfo>, Status> {
+        let h = &self.0;
+        let locale = h
+            .config
+            .read()
+            .pointer("/LocalizationSettings/DefaultClientLocale")
+            .and_then(Value::as_str)
+            .unwrap_or("en")
+            .to_string();
+        Ok(Response::new(proto::ServerInfo {
+            version: SERVER_VERSION.into(),
+            diagnostic_id: h.diagnostic_id.clone(),
+            site_url: h.site_url.clone(),
+            cluster_id: String::new(),
+            show_full_name: h.show_full_name(),
+            default_client_locale: locale,
+        }))
+    }
+
+    async fn get_license(&self, _: Request<Empty>) -> Result<Response<proto::License>, Status> {
+        Ok(Response::new(self.0.license.clone()))
+    }
+
+    async fn get_database_settings(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<proto::DatabaseSettings>, Status> {
+        Ok(Response::new(proto::DatabaseSettings {
+            driver: self.0.store.db.driver().into(),
+            url: self.0.database_url.clone(),
+            max_open_conns: 100,
+            query_timeout_seconds: 30,
+        }))
+    }
+
+    async fn get_plugin_config(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<proto::PluginConfigResponse>, Status> {
+        let cfg = self.0.plugin_settings(CALLS_PLUGIN_ID);
+        Ok(Response::new(proto::PluginConfigResponse {
+            config_json: serde_json::to_vec(&cfg).unwrap_or_default(),
+        }))
+    }
+
+    async fn get_user(
+        &self,
+        r: Request<proto::IdRequest>,
+    ) -> Result<Response<proto::UserResponse>, Status> {
+        let u = self
+            .0
+            .store
+            .user(&r.into_inner().id)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(proto::UserResponse {
+            user: u.as_ref().map(user_proto),
+        }))
+    }
+
+    async fn get_user_by_username(
+        &self,
+        r: Request<proto::IdRequest>,
+    ) -> Result<Response<proto::UserResponse>, Status> {
+        let u = self
+            .0
+            .store
+            .user_by_login(&r.into_inner().id)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(proto::UserResponse {
+            user: u.as_ref().map(user_proto),
+        }))
+    }
+
+    async fn get_system_admins(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<proto::UsersResponse>, Status> {
+        let users = self.0.store.system_admins().await.map_err(internal)?;
+        Ok(Response::new(proto::UsersResponse {
+            users: users.iter().map(user_proto).collect(),
+        }))
+    }
+
+    async fn ensure_bot_user(
+        &self,
+        r: Request<proto::BotRequest>,
+    ) -> Result<Response<proto::UserResponse>, Status> {
+        let r = r.into_inner();
+        if let Some(u) = self
+            .0
+            .store
+            .user_by_login(&r.username)
+            .await
+            .map_err(internal)?
+        {
+            return Ok(Response::new(proto::UserResponse {
+                user: Some(user_proto(&u)),
+            }));
+        }
+        let now = now_ms();
+        let u = User {
+            id: new_id(),
+            username: r.username.clone(),
+            email: format!("{}@bots.localhost", r.username),
+            // A bot cannot log in: no password hash ever verifies against this.
+            password_hash: "!".into(),
+            first_name: r.display_name,
+            last_name: String::new(),
+            nickname: r.description,
+            roles: "system_user".into(),
+            is_bot: true,
+            create_at: now,
+            update_at: now,
+            delete_at: 0,
+        };
+        self.0.store.create_user(&u).await.map_err(internal)?;
+        Ok(Response::new(proto::UserResponse {
+            user: Some(user_proto(&u)),
+        }))
+    }
+
+    async fn get_session(
+        &self,
+        r: Request<proto::IdRequest>,
+    ) -> Result<Response<proto::SessionResponse>, Status> {
+        let s = self
+            .0
+            .store
+            .session_by_id(&r.into_inner().id)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(match s {
+            Some((_, user_id, expires_at)) => proto::SessionResponse {
+                valid: true,
+                user_id,
+                expires_at,
+            },
+            None => proto::SessionResponse::default(),
+        }))
+    }
+
+    async fn get_channel(
+        &self,
+        r: Request<proto::IdRequest>,
+    ) -> Result<Response<proto::ChannelResponse>, Status> {
+        match self
+            .0
+            .store
+            .channel(&r.into_inner().id)
+            .await
+            .map_err(internal)?
+        {
+            Some(c) => Ok(Response::new(proto::ChannelResponse {
+                channel: Some(channel_proto(&c)),
+            })),
+            None => Err(Status::not_found("channel not found")),
+        }
+    }
+
+    async fn get_channel_member(
+        &self,
+        r: Request<proto::ChannelMemberRequest>,
+    ) -> Result<Response<proto::ChannelMemberResponse>, Status> {
+        let r = r.into_inner();
+        let m = self
+            .0
+            .store
+            .channel_member(&r.channel_id, &r.user_id)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(proto::ChannelMemberResponse {
+            member: m.map(|admin| proto::ChannelMember {
+                channel_id: r.channel_id.clone(),
+                user_id: r.user_id.clone(),
+                roles: if admin {
+                    "channel_user channel_admin".into()
+                } else {
+                    "channel_user".into()
+                },
+            }),
+        }))
+    }
+
+    async fn get_channels_for_user(
+        &self,
+        r: Request<proto::ChannelsForUserRequest>,
+    ) -> Result<Response<proto::ChannelsResponse>, Status> {
+        let r = r.into_inner();
+        let per_page = i64::from(r.per_page.clamp(1, 1000));
+        let chans = self
+            .0
+            .store
+            .channels_for_user(&r.user_id, per_page, i64::from(r.page) * per_page)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(proto::ChannelsResponse {
+            channels: chans.iter().map(channel_proto).collect(),
+        }))
+    }
+
+    async fn get_users_in_channel(
+        &self,
+        r: Request<proto::IdRequest>,
+    ) -> Result<Response<proto::UsersResponse>, Status> {
+        let ids = self
+            .0
+            .store
+            .channel_member_ids(&r.into_inner().id)
+            .await
+            .map_err(internal)?;
+        let mut users = Vec::new();
+        for id in ids {
+            if let Some(u) = self.0.store.user(&id).await.map_err(internal)? {
+                users.push(user_proto(&u));
+            }
+        }
+        Ok(Response::new(proto::UsersResponse { users }))
+    }
+
+    async fn get_channel_stats(
+        &self,
+        r: Request<proto::IdRequest>,
+    ) -> Result<Response<proto::ChannelStatsResponse>, Status> {
+        let ids = self
+            .0
+            .store
+            .channel_member_ids(&r.into_inner().id)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(proto::ChannelStatsResponse {
+            member_count: ids.len() as i64,
+        }))
+    }
+
+    async fn get_direct_channel(
+        &self,
+        r: Request<proto::DirectChannelRequest>,
+    ) -> Result<Response<proto::ChannelResponse>, Status> {
+        let r = r.into_inner();
+        let c = direct_channel(&self.0, &r.user_id_a, &r.user_id_b)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(proto::ChannelResponse {
+            channel: Some(channel_proto(&c)),
+        }))
+    }
+
+    async fn has_permission_to(
+        &self,
+        r: Request<proto::PermissionRequest>,
+    ) -> Result<Response<proto::PermissionResponse>, Status> {
+        let r = r.into_inner();
+        let allowed = auth::has_permission(&self.0.store, &r.user_id, &r.permission)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(proto::PermissionResponse { allowed }))
+    }
+
+    async fn has_permission_to_channel(
+        &self,
+        r: Request<proto::PermissionRequest>,
+    ) -> Result<Response<proto::PermissionResponse>, Status> {
+        let r = r.into_inner();
+        let allowed =
+            auth::has_channel_permission(&self.0.store, &r.user_id, &r.scope_id, &r.permission)
+                .await
+                .map_err(internal)?;
+        Ok(Response::new(proto::PermissionResponse { allowed }))
+    }
+
+    async fn has_permission_to_team(
+        &self,
+        r: Request<proto::PermissionRequest>,
+    ) -> Result<Response<proto::PermissionResponse>, Status> {
+        let r = r.into_inner();
+        let allowed =
+            auth::has_team_permission(&self.0.store, &r.user_id, &r.scope_id, &r.permission)
+                .await
+                .map_err(internal)?;
+        Ok(Response::new(proto::PermissionResponse { allowed }))
+    }
+
+    async fn publish_web_socket_event(
+        &self,
+        r: Request<proto::PublishRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let r = r.into_inner();
+        let data: Value = serde_json::from_slice(&r.data_json)
+            .map_err(|e| Status::invalid_argument(format!("data_json: {e}")))?;
+        let event = format!("custom_{CALLS_PLUGIN_ID}_{}", r.event);
+        publish(&self.0, &event, &data, &r.broadcast.unwrap_or_default())
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn publish_plugin_cluster_event(
+        &self,
+        _: Request<proto::ClusterEventRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        // One node: there is nobody else to deliver to.
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn get_web_socket_connections(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<proto::WebSocketConnectionsResponse>, Status> {
+        let connections = self
+            .0
+            .hub
+            .all()
+            .iter()
+            .map(|c| proto::WebSocketConnection {
+                connection_id: c.id.clone(),
+                user_id: c.user_id.clone(),
+                active: c.is_active(),
+            })
+            .collect();
+        Ok(Response::new(proto::WebSocketConnectionsResponse {
+            connections,
+        }))
+    }
+
+    async fn kv_get(
+        &self,
+        r: Request<proto::KvGetRequest>,
+    ) -> Result<Response<proto::KvGetResponse>, Status> {
+        let v = self
+            .0
+            .store
+            .kv_get(CALLS_PLUGIN_ID, &r.into_inner().key)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(proto::KvGetResponse {
+            found: v.is_some(),
+            value: v.unwrap_or_default(),
+        }))
+    }
+
+    async fn kv_set(
+        &self,
+        r: Request<proto::KvSetRequest>,
+    ) -> Result<Response<proto::KvSetResponse>, Status> {
+        let r = r.into_inner();
+        let expire_at = if r.expire_in_seconds > 0 {
+            now_ms() + r.expire_in_seconds * 1000
+        } else {
+            0
+        };
+        let _guard = self.0.kv_lock.lock().await;
+        if r.atomic {
+            let cur = self
+                .0
+                .store
+                .kv_get(CALLS_PLUGIN_ID, &r.key)
+                .await
+                .map_err(internal)?;
+            let matches = match cur {
+                None => r.old_value_is_nil,
+                Some(v) => !r.old_value_is_nil && v == r.old_value,
+            };
+            if !matches {
+                return Ok(Response::new(proto::KvSetResponse { written: false }));
+            }
+        }
+        self.0
+            .store
+            .kv_put(CALLS_PLUGIN_ID, &r.key, &r.value, expire_at)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(proto::KvSetResponse { written: true }))
+    }
+
+    async fn kv_delete(&self, r: Request<proto::KvGetRequest>) -> Result<Response<Empty>, Status> {
+        let _guard = self.0.kv_lock.lock().await;
+        self.0
+            .store
+            .kv_delete(CALLS_PLUGIN_ID, &r.into_inner().key)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn create_post(
+        &self,
+        r: Request<proto::PostRequest>,
+    ) -> Result<Response<proto::PostResponse>, Status> {
+        let p = r
+            .into_inner()
+            .post
+            .ok_or_else(|| Status::invalid_argument("post"))?;
+        let now = now_ms();
+        let post = Post {
+            id: new_id(),
+            channel_id: p.channel_id,
+            user_id: p.user_id,
+            root_id: p.root_id,
+            message: p.message,
+            post_type: p.r#type,
+            props: if p.props_json.is_empty() {
+                "{}".into()
+            } else {
+                String::from_utf8_lossy(&p.props_json).into_owned()
+            },
+            create_at: now,
+            update_at: now,
+            delete_at: 0,
+        };
+        self.0.store.create_post(&post).await.map_err(internal)?;
+        let b = proto::WebSocketBroadcast {
+            channel_id: post.channel_id.clone(),
+            ..Default::default()
+        };
+        let data = json!({"post": post_json(&post).to_string(), "channel_type": ""});
+        publish(&self.0, "posted", &data, &b)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(proto::PostResponse {
+            post: Some(post_proto(&post)),
+        }))
+    }
+
+    async fn update_post(
+        &self,
+        r: Request<proto::PostRequest>,
+    ) -> Result<Response<proto::PostResponse>, Status> {
+        let p = r
+            .into_inner()
+            .post
+            .ok_or_else(|| Status::invalid_argument("post"))?;
+        let Some(mut post) = self.0.store.post(&p.id).await.map_err(internal)? else {
+            return Err(Status::not_found("post not found"));
+        };
+        post.message = p.message;
+        post.props = String::from_utf8_lossy(&p.props_json).into_owned();
+        post.update_at = now_ms();
+        self.0.store.update_post(&post).await.map_err(internal)?;
+        let b = proto::WebSocketBroadcast {
+            channel_id: post.channel_id.clone(),
+            ..Default::default()
+        };
+        publish(
+            &self.0,
+            "post_edited",
+            &json!({"post": post_json(&post).to_string()}),
+            &b,
+        )
+        .await
+        .map_err(internal)?;
+        Ok(Response::new(proto::PostResponse {
+            post: Some(post_proto(&post)),
+        }))
+    }
+
+    async fn get_post(
+        &self,
+        r: Request<proto::IdRequest>,
+    ) -> Result<Response<proto::PostResponse>, Status> {
+        match self
+            .0
+            .store
+            .post(&r.into_inner().id)
+            .await
+            .map_err(internal)?
+        {
+            Some(p) => Ok(Response::new(proto::PostResponse {
+                post: Some(post_proto(&p)),
+            })),
+            None => Err(Status::not_found("post not found")),
+        }
+    }
+
+    async fn send_ephemeral_post(
+        &self,
+        r: Request<proto::EphemeralPostRequest>,
+    ) -> Result<Response<proto::PostResponse>, Status> {
+        let r = r.into_inner();
+        let p = r.post.unwrap_or_default();
+        let now = now_ms();
+        let post = Post {
+            id: new_id(),
+            channel_id: p.channel_id,
+            user_id: p.user_id,
+            root_id: p.root_id,
+            message: p.message,
+            post_type: "system_ephemeral".into(),
+            props: "{}".into(),
+            create_at: now,
+            update_at: now,
+            delete_at: 0,
+        };
+        let b = proto::WebSocketBroadcast {
+            user_id: r.user_id,
+            ..Default::default()
+        };
+        publish(
+            &self.0,
+            "ephemeral_message",
+            &json!({"post": post_json(&post).to_string()}),
+            &b,
+        )
+        .await
+        .map_err(internal)?;
+        Ok(Response::new(proto::PostResponse {
+            post: Some(post_proto(&post)),
+        }))
+    }
+}

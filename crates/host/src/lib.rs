@@ -1,0 +1,162 @@
+//! `calls-host`: a Mattermost-style server standing in for Mattermost (which cannot
+//! run here): users, teams, channels, posts, `/api/v4` subset, `/api/v4/websocket`,
+//! plugin bundles and their settings, and the `Host` gRPC API plugins call.
+//!
+//! Layout: [`api`] (the HTTP API by resource, and the websocket), [`hub`] (websocket
+//! event routing), [`grpc`] (the `Host` service), [`plugins`] (bundles and the plugin
+//! supervisor), [`store`] (the host's tables), [`auth`], [`logins`] and [`secrets`]
+//! (passwords and permissions, the login guard, secret settings). This file holds
+//! `Host`, the state every handler shares.
+
+pub mod api;
+pub mod auth;
+pub mod grpc;
+pub mod hub;
+pub mod logins;
+pub mod plugins;
+pub mod secrets;
+pub mod store;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use serde_json::{json, Value};
+
+use calls_wire::proto;
+use hub::Hub;
+use plugins::Supervised;
+use store::HostStore;
+
+pub const CALLS_PLUGIN_ID: &str = "com.mattermost.calls";
+pub const SERVER_VERSION: &str = "11.0.0";
+
+pub struct HostCtx {
+    pub store: HostStore,
+    pub database_url: String,
+    pub data_dir: PathBuf,
+    pub config: RwLock<Value>,
+    pub license: proto::License,
+    pub hub: Hub,
+    pub plugins: tokio::sync::Mutex<HashMap<String, Supervised>>,
+    pub plugin_state: RwLock<HashMap<String, Arc<parking_lot::Mutex<plugins::Running>>>>,
+    pub grpc_addr: RwLock<String>,
+    pub site_url: String,
+    pub diagnostic_id: String,
+    /// Serialises KV compare-and-set (the plugin's cluster mutex relies on it).
+    pub kv_lock: tokio::sync::Mutex<()>,
+    /// What an uploaded plugin bundle may unpack to.
+    pub bundle_limits: plugins::BundleLimits,
+    /// Warnings clients can trigger at will, written once per window.
+    pub repeats: calls_service::log_limit::Repeats,
+    /// Login rate limits, lockouts and the password hashing they guard.
+    pub logins: logins::Logins,
+}
+
+pub type Host = Arc<HostCtx>;
+
+/// Sets a data file's or directory's mode (0600 / 0700: secrets and user data are the
+/// host's alone); a path that does not exist (yet) is left alone.
+pub fn make_private(path: &std::path::Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
+/// Writes a file readable by the host's user only, whatever the umask.
+pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // A file that existed keeps its mode on open: set it.
+    make_private(path, 0o600)?;
+    f.write_all(bytes)
+}
+
+pub fn default_config(site_url: &str) -> Value {
+    json!({
+        "ServiceSettings": {"SiteURL": site_url},
+        "TeamSettings": {"EnableOpenServer": false},
+        "PrivacySettings": {"ShowFullName": true},
+        "LocalizationSettings": {"DefaultClientLocale": "en"},
+        "PluginSettings": {"Enable": true, "Plugins": {}, "PluginStates": {}},
+    })
+}
+
+pub fn license_for(sku: &str) -> proto::License {
+    match sku {
+        "" | "none" | "starter" => proto::License {
+            is_licensed: false,
+            sku_short_name: String::new(),
+            is_cloud: false,
+        },
+        other => proto::License {
+            is_licensed: true,
+            sku_short_name: other.to_string(),
+            is_cloud: false,
+        },
+    }
+}
+
+impl HostCtx {
+    pub fn config_path(&self) -> PathBuf {
+        self.data_dir.join("config.json")
+    }
+
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.data_dir.join("plugins")
+    }
+
+    pub fn plugin_settings(&self, id: &str) -> Value {
+        self.config
+            .read()
+            .pointer(&format!(
+                "/PluginSettings/Plugins/{}",
+                id.replace('/', "~1")
+            ))
+            .cloned()
+            .unwrap_or_else(|| json!({}))
+    }
+
+    pub fn save_config(&self, cfg: Value) -> std::io::Result<()> {
+        let tmp = self.config_path().with_extension("json.tmp");
+        write_private(&tmp, &serde_json::to_vec_pretty(&cfg).unwrap_or_default())?;
+        std::fs::rename(&tmp, self.config_path())?;
+        *self.config.write() = cfg;
+        Ok(())
+    }
+
+    pub fn plugin_enabled_in_config(&self, id: &str) -> bool {
+        self.config
+            .read()
+            .pointer(&format!("/PluginSettings/PluginStates/{id}/Enable"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+
+    pub fn plugin_client(
+        &self,
+        id: &str,
+    ) -> Option<proto::plugin_client::PluginClient<tonic::transport::Channel>> {
+        self.plugin_state
+            .read()
+            .get(id)
+            .and_then(|s| s.lock().client.clone())
+    }
+
+    pub fn show_full_name(&self) -> bool {
+        self.config
+            .read()
+            .pointer("/PrivacySettings/ShowFullName")
+            .and_then(Value::as_bool)
+            .unwrap_or(true)
+    }
+}

@@ -1,0 +1,530 @@
+//! The host's own tables: users, sessions, teams, channels, members, posts, plugin KV.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use calls_db::{db_run, migration};
+use calls_db::{Db, DbError, MigrationSet};
+use calls_wire::ids::{new_id, now_ms};
+
+pub static MIGRATIONS: MigrationSet = MigrationSet {
+    table: "db_migrations_host",
+    lock_key: 0x6d6d_686f_7374_0001,
+    sqlite: &[migration!(1, "sqlite", "000001_host_schema")],
+    postgres: &[migration!(1, "postgres", "000001_host_schema")],
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict("record"),
+            _ => StoreError::Db(DbError::Sqlx(e)),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    pub email: String,
+    #[serde(skip)]
+    #[sqlx(rename = "passwordhash")]
+    pub password_hash: String,
+    #[sqlx(rename = "firstname")]
+    pub first_name: String,
+    #[sqlx(rename = "lastname")]
+    pub last_name: String,
+    pub nickname: String,
+    pub roles: String,
+    #[sqlx(rename = "isbot")]
+    pub is_bot: bool,
+    #[sqlx(rename = "createat")]
+    pub create_at: i64,
+    #[sqlx(rename = "updateat")]
+    pub update_at: i64,
+    #[sqlx(rename = "deleteat")]
+    pub delete_at: i64,
+}
+
+impl User {
+    pub fn is_system_admin(&self) -> bool {
+        self.roles.split_whitespace().any(|r| r == "system_admin")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Team {
+    pub id: String,
+    pub name: String,
+    #[sqlx(rename = "displayname")]
+    pub display_name: String,
+    #[serde(rename = "type")]
+    #[sqlx(rename = "type")]
+    pub team_type: String,
+    #[sqlx(rename = "createat")]
+    pub create_at: i64,
+    #[sqlx(rename = "deleteat")]
+    pub delete_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Channel {
+    pub id: String,
+    #[sqlx(rename = "teamid")]
+    pub team_id: String,
+    #[serde(rename = "type")]
+    #[sqlx(rename = "type")]
+    pub channel_type: String,
+    pub name: String,
+    #[sqlx(rename = "displayname")]
+    pub display_name: String,
+    #[sqlx(rename = "creatorid")]
+    pub creator_id: String,
+    #[sqlx(rename = "createat")]
+    pub create_at: i64,
+    #[sqlx(rename = "deleteat")]
+    pub delete_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Post {
+    pub id: String,
+    #[sqlx(rename = "channelid")]
+    pub channel_id: String,
+    #[sqlx(rename = "userid")]
+    pub user_id: String,
+    #[sqlx(rename = "rootid")]
+    pub root_id: String,
+    pub message: String,
+    #[serde(rename = "type")]
+    #[sqlx(rename = "type")]
+    pub post_type: String,
+    pub props: String,
+    #[sqlx(rename = "createat")]
+    pub create_at: i64,
+    #[sqlx(rename = "updateat")]
+    pub update_at: i64,
+    #[sqlx(rename = "deleteat")]
+    pub delete_at: i64,
+}
+
+pub fn token_hash(token: &str) -> String {
+    let d = Sha256::digest(token.as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+const USER_COLS: &str = "id, username, email, passwordhash, firstname, lastname, nickname, roles, isbot, createat, updateat, deleteat";
+const CHANNEL_COLS: &str = "id, teamid, type, name, displayname, creatorid, createat, deleteat";
+const POST_COLS: &str =
+    "id, channelid, userid, rootid, message, type, props, createat, updateat, deleteat";
+
+#[derive(Clone)]
+pub struct HostStore {
+    pub db: Db,
+}
+
+impl HostStore {
+    pub async fn migrate(&self) -> Result<usize> {
+        Ok(self.db.migrate(&MIGRATIONS).await?)
+    }
+
+    pub async fn count_users(&self) -> Result<i64> {
+        Ok(db_run!(&self.db, |p| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM users WHERE isbot = FALSE"
+        )
+        .fetch_one(p)
+        .await?))
+    }
+
+    pub async fn create_user(&self, u: &User) -> Result<()> {
+        let sql = "INSERT INTO users (id, username, email, passwordhash, firstname, lastname, nickname, roles, isbot, createat, updateat, deleteat) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)";
+        db_run!(&self.db, |p| sqlx::query(sql)
+            .bind(&u.id)
+            .bind(&u.username)
+            .bind(&u.email)
+            .bind(&u.password_hash)
+            .bind(&u.first_name)
+            .bind(&u.last_name)
+            .bind(&u.nickname)
+            .bind(&u.roles)
+            .bind(u.is_bot)
+            .bind(u.create_at)
+            .bind(u.update_at)
+            .bind(u.delete_at)
+            .execute(p)
+            .await
+            .map(drop)?);
+        Ok(())
+    }
+
+    pub async fn user(&self, id: &str) -> Result<Option<User>> {
+        let sql = format!("SELECT {USER_COLS} FROM users WHERE id = $1");
+        Ok(db_run!(&self.db, |p| sqlx::query_as::<_, User>(&sql)
+            .bind(id)
+            .fetch_optional(p)
+            .await?))
+    }
+
+    pub async fn user_by_login(&self, login: &str) -> Result<Option<User>> {
+        let sql = format!("SELECT {USER_COLS} FROM users WHERE username = $1 OR email = $1");
+        Ok(db_run!(&self.db, |p| sqlx::query_as::<_, User>(&sql)
+            .bind(login)
+            .fetch_optional(p)
+            .await?))
+    }
+
+    pub async fn system_admins(&self) -> Result<Vec<User>> {
+        let sql = format!(
+            "SELECT {USER_COLS} FROM users WHERE roles LIKE '%system_admin%' AND deleteat = 0"
+        );
+        Ok(db_run!(&self.db, |p| sqlx::query_as::<_, User>(&sql)
+            .fetch_all(p)
+            .await?))
+    }
+
+    /// Creates a session; returns the token (only its hash is stored).
+    pub async fn create_session(&self, user_id: &str, ttl_ms: i64) -> Result<(String, String)> {
+        let id = new_id();
+        let token = new_id();
+        let now = now_ms();
+        let expires = if ttl_ms > 0 { now + ttl_ms } else { 0 };
+        db_run!(&self.db, |p| {
+            sqlx::query(
+            "INSERT INTO sessions (id, tokenhash, userid, createat, expiresat) VALUES ($1,$2,$3,$4,$5)"
+        )
+        .bind(&id)
+        .bind(token_hash(&token))
+        .bind(user_id)
+        .bind(now)
+        .bind(expires)
+        .execute(p)
+        .await
+        .map(drop)?
+        });
+        Ok((id, token))
+    }
+
+    /// (session id, user id) of a valid token.
+    pub async fn session_by_token(&self, token: &str) -> Result<Option<(String, String, i64)>> {
+        let row: Option<(String, String, i64)> = db_run!(&self.db, |p| sqlx::query_as(
+            "SELECT id, userid, expiresat FROM sessions WHERE tokenhash = $1"
+        )
+        .bind(token_hash(token))
+        .fetch_optional(p)
+        .await?);
+        Ok(row.filter(|(_, _, exp)| *exp == 0 || *exp > now_ms()))
+    }
+
+    pub async fn session_by_id(&self, id: &str) -> Result<Option<(String, String, i64)>> {
+        let row: Option<(String, String, i64)> = db_run!(&self.db, |p| sqlx::query_as(
+            "SELECT id, userid, expiresat FROM sessions WHERE id = $1"
+        )
+        .bind(id)
+        .fetch_optional(p)
+        .await?);
+        Ok(row.filter(|(_, _, exp)| *exp == 0 || *exp > now_ms()))
+    }
+
+    pub async fn delete_session(&self, id: &str) -> Result<()> {
+        db_run!(&self.db, |p| sqlx::query(
+            "DELETE FROM sessions WHERE id = $1"
+        )
+        .bind(id)
+        .execute(p)
+        .await
+        .map(drop)?);
+        Ok(())
+    }
+
+    pub async fn create_team(&self, t: &Team) -> Result<()> {
+        db_run!(&self.db, |p| {
+            sqlx::query(
+            "INSERT INTO teams (id, name, displayname, type, createat, deleteat) VALUES ($1,$2,$3,$4,$5,0)"
+        )
+        .bind(&t.id)
+        .bind(&t.name)
+        .bind(&t.display_name)
+        .bind(&t.team_type)
+        .bind(t.create_at)
+        .execute(p)
+        .await
+        .map(drop)?
+        });
+        Ok(())
+    }
+
+    pub async fn team(&self, id: &str) -> Result<Option<Team>> {
+        Ok(db_run!(&self.db, |p| sqlx::query_as::<_, Team>(
+            "SELECT id, name, displayname, type, createat, deleteat FROM teams WHERE id = $1"
+        )
+        .bind(id)
+        .fetch_optional(p)
+        .await?))
+    }
+
+    pub async fn teams_for_user(&self, user_id: &str) -> Result<Vec<Team>> {
+        Ok(db_run!(&self.db, |p| {
+            sqlx::query_as::<_, Team>(
+            "SELECT t.id, t.name, t.displayname, t.type, t.createat, t.deleteat FROM teams t JOIN teammembers m ON m.teamid = t.id WHERE m.userid = $1 ORDER BY t.name"
+        )
+        .bind(user_id)
+        .fetch_all(p)
+        .await?
+        }))
+    }
+
+    pub async fn add_team_member(&self, team_id: &str, user_id: &str, admin: bool) -> Result<()> {
+        db_run!(&self.db, |p| {
+            sqlx::query(
+            "INSERT INTO teammembers (teamid, userid, schemeadmin) VALUES ($1,$2,$3) ON CONFLICT (teamid, userid) DO NOTHING"
+        )
+        .bind(team_id)
+        .bind(user_id)
+        .bind(admin)
+        .execute(p)
+        .await
+        .map(drop)?
+        });
+        Ok(())
+    }
+
+    /// `Some(is_admin)` when the user is a member of the team.
+    pub async fn team_member(&self, team_id: &str, user_id: &str) -> Result<Option<bool>> {
+        Ok(db_run!(&self.db, |p| sqlx::query_scalar(
+            "SELECT schemeadmin FROM teammembers WHERE teamid = $1 AND userid = $2"
+        )
+        .bind(team_id)
+        .bind(user_id)
+        .fetch_optional(p)
+        .await?))
+    }
+
+    pub async fn create_channel(&self, c: &Channel) -> Result<()> {
+        db_run!(&self.db, |p| {
+            sqlx::query(
+            "INSERT INTO channels (id, teamid, type, name, displayname, creatorid, createat, deleteat) VALUES ($1,$2,$3,$4,$5,$6,$7,0)"
+        )
+        .bind(&c.id)
+        .bind(&c.team_id)
+        .bind(&c.channel_type)
+        .bind(&c.name)
+        .bind(&c.display_name)
+        .bind(&c.creator_id)
+        .bind(c.create_at)
+        .execute(p)
+        .await
+        .map(drop)?
+        });
+        Ok(())
+    }
+
+    pub async fn channel(&self, id: &str) -> Result<Option<Channel>> {
+        let sql = format!("SELECT {CHANNEL_COLS} FROM channels WHERE id = $1");
+        Ok(db_run!(&self.db, |p| sqlx::query_as::<_, Channel>(&sql)
+            .bind(id)
+            .fetch_optional(p)
+            .await?))
+    }
+
+    pub async fn channel_by_name(&self, team_id: &str, name: &str) -> Result<Option<Channel>> {
+        let sql = format!("SELECT {CHANNEL_COLS} FROM channels WHERE teamid = $1 AND name = $2");
+        Ok(db_run!(&self.db, |p| sqlx::query_as::<_, Channel>(&sql)
+            .bind(team_id)
+            .bind(name)
+            .fetch_optional(p)
+            .await?))
+    }
+
+    pub async fn archive_channel(&self, id: &str) -> Result<()> {
+        db_run!(&self.db, |p| sqlx::query(
+            "UPDATE channels SET deleteat = $2 WHERE id = $1"
+        )
+        .bind(id)
+        .bind(now_ms())
+        .execute(p)
+        .await
+        .map(drop)?);
+        Ok(())
+    }
+
+    pub async fn channels_for_user(
+        &self,
+        user_id: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<Channel>> {
+        let sql = "SELECT c.id, c.teamid, c.type, c.name, c.displayname, c.creatorid, c.createat, c.deleteat FROM channels c JOIN channelmembers m ON m.channelid = c.id WHERE m.userid = $1 ORDER BY c.id LIMIT $2 OFFSET $3";
+        Ok(db_run!(&self.db, |p| sqlx::query_as::<_, Channel>(sql)
+            .bind(user_id)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(p)
+            .await?))
+    }
+
+    pub async fn add_channel_member(
+        &self,
+        channel_id: &str,
+        user_id: &str,
+        admin: bool,
+    ) -> Result<()> {
+        db_run!(&self.db, |p| {
+            sqlx::query(
+            "INSERT INTO channelmembers (channelid, userid, schemeadmin) VALUES ($1,$2,$3) ON CONFLICT (channelid, userid) DO NOTHING"
+        )
+        .bind(channel_id)
+        .bind(user_id)
+        .bind(admin)
+        .execute(p)
+        .await
+        .map(drop)?
+        });
+        Ok(())
+    }
+
+    pub async fn remove_channel_member(&self, channel_id: &str, user_id: &str) -> Result<()> {
+        db_run!(&self.db, |p| sqlx::query(
+            "DELETE FROM channelmembers WHERE channelid = $1 AND userid = $2"
+        )
+        .bind(channel_id)
+        .bind(user_id)
+        .execute(p)
+        .await
+        .map(drop)?);
+        Ok(())
+    }
+
+    /// `Some(is_channel_admin)` when the user is a member.
+    pub async fn channel_member(&self, channel_id: &str, user_id: &str) -> Result<Option<bool>> {
+        Ok(db_run!(&self.db, |p| sqlx::query_scalar(
+            "SELECT schemeadmin FROM channelmembers WHERE channelid = $1 AND userid = $2"
+        )
+        .bind(channel_id)
+        .bind(user_id)
+        .fetch_optional(p)
+        .await?))
+    }
+
+    pub async fn channel_member_ids(&self, channel_id: &str) -> Result<Vec<String>> {
+        Ok(db_run!(&self.db, |p| sqlx::query_scalar(
+            "SELECT userid FROM channelmembers WHERE channelid = $1"
+        )
+        .bind(channel_id)
+        .fetch_all(p)
+        .await?))
+    }
+
+    pub async fn create_post(&self, post: &Post) -> Result<()> {
+        let sql =
+            format!("INSERT INTO posts ({POST_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)");
+        db_run!(&self.db, |p| sqlx::query(&sql)
+            .bind(&post.id)
+            .bind(&post.channel_id)
+            .bind(&post.user_id)
+            .bind(&post.root_id)
+            .bind(&post.message)
+            .bind(&post.post_type)
+            .bind(&post.props)
+            .bind(post.create_at)
+            .bind(post.update_at)
+            .bind(post.delete_at)
+            .execute(p)
+            .await
+            .map(drop)?);
+        Ok(())
+    }
+
+    pub async fn update_post(&self, post: &Post) -> Result<()> {
+        db_run!(&self.db, |p| sqlx::query(
+            "UPDATE posts SET message = $2, props = $3, updateat = $4 WHERE id = $1"
+        )
+        .bind(&post.id)
+        .bind(&post.message)
+        .bind(&post.props)
+        .bind(post.update_at)
+        .execute(p)
+        .await
+        .map(drop)?);
+        Ok(())
+    }
+
+    pub async fn post(&self, id: &str) -> Result<Option<Post>> {
+        let sql = format!("SELECT {POST_COLS} FROM posts WHERE id = $1");
+        Ok(db_run!(&self.db, |p| sqlx::query_as::<_, Post>(&sql)
+            .bind(id)
+            .fetch_optional(p)
+            .await?))
+    }
+
+    pub async fn posts_for_channel(&self, channel_id: &str) -> Result<Vec<Post>> {
+        let sql = format!(
+            "SELECT {POST_COLS} FROM posts WHERE channelid = $1 ORDER BY createat DESC LIMIT 200"
+        );
+        Ok(db_run!(&self.db, |p| sqlx::query_as::<_, Post>(&sql)
+            .bind(channel_id)
+            .fetch_all(p)
+            .await?))
+    }
+
+    pub async fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        let row: Option<(Option<Vec<u8>>, i64)> = db_run!(&self.db, |p| {
+            sqlx::query_as(
+            "SELECT pvalue, expireat FROM pluginkeyvaluestore WHERE pluginid = $1 AND pkey = $2"
+        )
+        .bind(plugin)
+        .bind(key)
+        .fetch_optional(p)
+        .await?
+        });
+        Ok(row
+            .filter(|(_, exp)| *exp == 0 || *exp > now_ms())
+            .map(|(v, _)| v.unwrap_or_default()))
+    }
+
+    pub async fn kv_put(
+        &self,
+        plugin: &str,
+        key: &str,
+        value: &[u8],
+        expire_at: i64,
+    ) -> Result<()> {
+        db_run!(&self.db, |p| {
+            sqlx::query(
+            "INSERT INTO pluginkeyvaluestore (pluginid, pkey, pvalue, expireat) VALUES ($1,$2,$3,$4) ON CONFLICT (pluginid, pkey) DO UPDATE SET pvalue = excluded.pvalue, expireat = excluded.expireat"
+        )
+        .bind(plugin)
+        .bind(key)
+        .bind(value)
+        .bind(expire_at)
+        .execute(p)
+        .await
+        .map(drop)?
+        });
+        Ok(())
+    }
+
+    pub async fn kv_delete(&self, plugin: &str, key: &str) -> Result<()> {
+        db_run!(&self.db, |p| sqlx::query(
+            "DELETE FROM pluginkeyvaluestore WHERE pluginid = $1 AND pkey = $2"
+        )
+        .bind(plugin)
+        .bind(key)
+        .execute(p)
+        .await
+        .map(drop)?);
+        Ok(())
+    }
+}

@@ -1,0 +1,49 @@
+//! The Calls plugin backend (the `calls-plugin` binary's logic): what Mattermost's
+//! Calls plugin does on the server, behind the host's gRPC API.
+//!
+//! Layout, from the edge inwards:
+//! - [`hooks`]: the `Plugin` gRPC service the host calls (HTTP, websocket events,
+//!   configuration changes, activation).
+//! - [`api`]: the `/plugins/com.mattermost.calls` REST routes; [`host_controls`]
+//!   what a call's host does to others' sessions.
+//! - [`signaling`]: websocket actions as they come in; [`client_message`] parses them,
+//!   once, into typed actions.
+//! - The session lifecycle: [`join`] (join, reconnect), [`session_task`] (one task
+//!   per session runs its [`actions`] in order), [`leave`] (leave, end, forced
+//!   cleanup), [`media_events`] (what the media side reports, acted on).
+//! - [`media`]: where calls' media runs (the integrated SFU or rtcd) and its
+//!   lifecycle, behind one interface.
+//! - State and rules: [`app`] (the shared state and publishing), [`calls`] (pure call
+//!   rules), [`model`], [`store`] (the database), [`sessions`] (this node's
+//!   sessions), [`call_lock`] over the cluster [`mutex`], [`rate_limit`].
+//! - The host and the process: [`host_api`] (the host's gRPC API), [`activate`],
+//!   [`config`], [`metrics`], [`stats`].
+//!
+//! Dependencies between these modules go one way (`scripts/module-cycles.py` checks
+//! it): the media component knows nothing of sessions' lifecycle, and the session
+//! flows name no media backend.
+
+pub mod actions;
+pub mod activate;
+pub mod api;
+pub mod app;
+pub mod call_lock;
+pub mod calls;
+pub mod client_message;
+pub mod config;
+pub mod hooks;
+pub mod host_api;
+pub mod host_controls;
+pub mod join;
+pub mod leave;
+pub mod media;
+pub mod media_events;
+pub mod metrics;
+pub mod model;
+pub mod mutex;
+pub mod rate_limit;
+pub mod session_task;
+pub mod sessions;
+pub mod signaling;
+pub mod stats;
+pub mod store;

@@ -1,0 +1,53 @@
+//! What the media side reports about this node's sessions, acted on: answers and
+//! server offers go to the session's connection as `signal`, voice activity to the
+//! call's participants, and a session whose media ended leaves its call (as
+//! upstream). It sits above session removal so that the media component never has
+//! to know about it.
+
+use serde_json::json;
+
+use super::app::App;
+use super::leave::end_session;
+use super::media::{MediaEvent, MediaEvents};
+
+/// Handles the media events until both backends are gone (the plugin stops).
+pub async fn run(app: App, mut events: MediaEvents) {
+    while let Some(e) = events.recv().await {
+        match e {
+            MediaEvent::Signal { session_id, json } => app.publish_signal(&session_id, json).await,
+            MediaEvent::Voice { session_id, on } => voice(&app, &session_id, on).await,
+            MediaEvent::Closed { session_id } => {
+                if let Some(local) = app.sessions.get_by_session_id(&session_id) {
+                    end_session(&app, &local.channel_id, &session_id);
+                }
+            }
+        }
+    }
+}
+
+/// `user_voice_on` / `user_voice_off` to the channel's participants (not reliable
+/// upstream: a lost one is corrected by the next).
+async fn voice(app: &App, session_id: &str, on: bool) {
+    let Some(local) = app.sessions.get_by_session_id(session_id) else {
+        return;
+    };
+    let state = match app.load_state(&local.channel_id).await {
+        Ok(Some(st)) => st,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(session_id, error = %e, "voice event dropped");
+            return;
+        }
+    };
+    let event = if on {
+        "user_voice_on"
+    } else {
+        "user_voice_off"
+    };
+    app.publish_to_participants(
+        event,
+        json!({"userID": local.user_id, "session_id": session_id}),
+        &state,
+    )
+    .await;
+}

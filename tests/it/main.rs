@@ -1,0 +1,15 @@
+//! End-to-end tests, one binary: the four executables as real processes on loopback
+//! (or in network namespaces the tests create), real SQLite and PostgreSQL, real
+//! Chromium, real coturn. Tests of one crate's logic live in that crate.
+
+#[macro_use]
+mod common;
+
+mod browser;
+mod control_plane;
+mod host_protocol;
+mod lt;
+mod media;
+mod rtcd;
+mod rtcd_mode;
+mod stun;
