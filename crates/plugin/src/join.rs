@@ -140,13 +140,12 @@ async fn add_to_call(
     cfg: &Config,
 ) -> Result<CallState> {
     let channel_id = data.channel_id.as_str();
-    let Joiner {
-        channel,
+    let &Joiner {
+        ref channel,
         is_bot,
         is_admin,
         explicitly_enabled,
     } = joiner;
-    let (is_bot, is_admin, explicitly_enabled) = (*is_bot, *is_admin, *explicitly_enabled);
     let guard = app.call_locks.lock(channel_id).await?;
     let existing = app.load_state(channel_id).await?;
     let new_call = existing.is_none();

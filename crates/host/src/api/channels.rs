@@ -8,13 +8,13 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::credentials::current_user;
+use super::error::{ApiError, ApiResult};
 use crate::grpc::{direct_channel, post_json};
 use crate::store::{Channel, Team};
 use crate::Host;
 use calls_wire::ids::{new_id, now_ms};
 
-use super::credentials::*;
-use super::error::*;
 use super::users::valid_username;
 
 #[derive(Deserialize)]

@@ -4,10 +4,9 @@
 use axum::http::{header, HeaderMap, Method};
 use subtle::ConstantTimeEq;
 
+use super::error::{ApiError, ApiResult};
 use crate::store::User;
 use crate::Host;
-
-use super::error::*;
 
 pub fn token_from_headers(h: &HeaderMap) -> Option<String> {
     if let Some(v) = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {

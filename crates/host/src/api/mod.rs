@@ -21,14 +21,10 @@ pub mod proxy;
 pub mod users;
 pub mod websocket;
 
-use channels::*;
 pub use credentials::{session_from_headers, token_from_headers};
 pub use error::ApiError;
-use plugins::*;
 pub use plugins::{start_plugin, stop_plugin};
-use proxy::*;
 pub use proxy::{metrics_router, start_enabled_plugins};
-use users::*;
 pub use users::{insert_user, valid_username, NewUserFields};
 
 pub fn router(host: Host) -> Router {
@@ -37,49 +33,70 @@ pub fn router(host: Host) -> Router {
             "/api/v4/system/ping",
             get(|| async { Json(json!({"status": "OK"})) }),
         )
-        .route("/api/v4/users", post(create_user))
-        .route("/api/v4/users/login", post(login))
-        .route("/api/v4/users/logout", post(logout))
-        .route("/api/v4/users/me", get(me))
-        .route("/api/v4/users/me/teams", get(my_teams))
-        .route("/api/v4/users/{user_id}", get(get_user))
-        .route("/api/v4/users/{user_id}/channels", get(user_channels))
-        .route("/api/v4/teams", post(create_team))
-        .route("/api/v4/teams/{team_id}", get(get_team))
-        .route("/api/v4/teams/{team_id}/members", post(add_team_member))
-        .route("/api/v4/channels", post(create_channel))
-        .route("/api/v4/channels/direct", post(create_direct))
-        .route("/api/v4/channels/group", post(create_group))
+        .route("/api/v4/users", post(users::create_user))
+        .route("/api/v4/users/login", post(users::login))
+        .route("/api/v4/users/logout", post(users::logout))
+        .route("/api/v4/users/me", get(users::me))
+        .route("/api/v4/users/me/teams", get(users::my_teams))
+        .route("/api/v4/users/{user_id}", get(users::get_user))
+        .route(
+            "/api/v4/users/{user_id}/channels",
+            get(users::user_channels),
+        )
+        .route("/api/v4/teams", post(channels::create_team))
+        .route("/api/v4/teams/{team_id}", get(channels::get_team))
+        .route(
+            "/api/v4/teams/{team_id}/members",
+            post(channels::add_team_member),
+        )
+        .route("/api/v4/channels", post(channels::create_channel))
+        .route("/api/v4/channels/direct", post(channels::create_direct))
+        .route("/api/v4/channels/group", post(channels::create_group))
         .route(
             "/api/v4/channels/{channel_id}",
-            get(get_channel).delete(archive_channel),
+            get(channels::get_channel).delete(channels::archive_channel),
         )
         .route(
             "/api/v4/channels/{channel_id}/members",
-            post(add_channel_member),
+            post(channels::add_channel_member),
         )
         .route(
             "/api/v4/channels/{channel_id}/members/{user_id}",
-            axum::routing::delete(remove_channel_member),
+            axum::routing::delete(channels::remove_channel_member),
         )
-        .route("/api/v4/channels/{channel_id}/posts", get(channel_posts))
+        .route(
+            "/api/v4/channels/{channel_id}/posts",
+            get(channels::channel_posts),
+        )
         .route(
             "/api/v4/plugins",
-            post(upload_plugin)
-                .layer(DefaultBodyLimit::max(MAX_BUNDLE_UPLOAD))
-                .get(list_plugins),
+            post(plugins::upload_plugin)
+                .layer(DefaultBodyLimit::max(plugins::MAX_BUNDLE_UPLOAD))
+                .get(plugins::list_plugins),
         )
-        .route("/api/v4/plugins/{plugin_id}/enable", post(enable_plugin))
-        .route("/api/v4/plugins/{plugin_id}/disable", post(disable_plugin))
-        .route("/api/v4/config", get(get_config).put(put_config))
+        .route(
+            "/api/v4/plugins/{plugin_id}/enable",
+            post(plugins::enable_plugin),
+        )
+        .route(
+            "/api/v4/plugins/{plugin_id}/disable",
+            post(plugins::disable_plugin),
+        )
+        .route(
+            "/api/v4/config",
+            get(plugins::get_config).put(plugins::put_config),
+        )
         .route("/api/v4/websocket", get(websocket::upgrade))
-        .route("/plugins/com.mattermost.calls", any(plugin_proxy))
-        .route("/plugins/com.mattermost.calls/{*rest}", any(plugin_proxy))
+        .route("/plugins/com.mattermost.calls", any(proxy::plugin_proxy))
+        .route(
+            "/plugins/com.mattermost.calls/{*rest}",
+            any(proxy::plugin_proxy),
+        )
         .route(
             "/static/plugins/com.mattermost.calls/{*file}",
-            get(plugin_static),
+            get(proxy::plugin_static),
         )
-        .route("/", get(index))
+        .route("/", get(proxy::index))
         // JSON bodies of the API; a bundle upload has its own limit, the plugin
         // routes theirs (the proxy streams).
         .layer(DefaultBodyLimit::max(1 << 20))

@@ -9,12 +9,14 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::credentials::require_admin;
+use super::error::{ApiError, ApiResult};
 use crate::plugins::{self, install_bundle, read_manifest};
 use crate::{Host, CALLS_PLUGIN_ID};
 use calls_wire::proto;
 
-use super::credentials::*;
-use super::error::*;
+/// The largest plugin bundle upload.
+pub(super) const MAX_BUNDLE_UPLOAD: usize = 64 << 20;
 
 pub(super) async fn upload_plugin(
     State(host): State<Host>,

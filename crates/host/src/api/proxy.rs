@@ -9,15 +9,12 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::Value;
 
+use super::credentials::session_from_headers;
+use super::error::ApiError;
 use crate::{Host, CALLS_PLUGIN_ID};
 use calls_wire::proto;
 
-use super::credentials::*;
-use super::error::*;
 use super::plugins::start_plugin;
-
-/// The largest plugin bundle upload.
-pub(super) const MAX_BUNDLE_UPLOAD: usize = 64 << 20;
 
 /// The most of a request body the host passes to a plugin (its routes have their own,
 /// smaller limits; Mattermost's `MaxFileSize` default is 100 MB).

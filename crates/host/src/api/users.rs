@@ -8,13 +8,12 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::credentials::{current_user, require_admin, session_from_headers};
+use super::error::{ApiError, ApiResult};
 use crate::auth::{hash_password, verify_password};
 use crate::store::{StoreError, User};
 use crate::Host;
 use calls_wire::ids::{new_id, now_ms};
-
-use super::credentials::*;
-use super::error::*;
 
 #[derive(Deserialize)]
 pub(super) struct NewUser {

@@ -12,7 +12,7 @@ use str0m::net::Protocol;
 use tokio::sync::mpsc;
 
 use super::commands::{Command, Live, Note};
-use super::sockets::*;
+use super::sockets::{register, send_batch, send_when_writable, RecvBufs, Udp, BATCH};
 use crate::tcp::{self, TcpEvent};
 use calls_sfu::{Output, Sfu};
 

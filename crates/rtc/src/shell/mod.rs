@@ -39,8 +39,8 @@ mod sockets;
 
 use commands::Live;
 pub use commands::{Command, Note};
-use event_loop::*;
-use sockets::*;
+use event_loop::{run, CoreClock, Io};
+use sockets::{Udp, SOCKET_BUFFER};
 
 #[derive(Clone)]
 pub struct RtcServer {
@@ -240,7 +240,8 @@ mod tests {
     use std::os::fd::AsRawFd;
     use std::time::{Duration, Instant};
 
-    use super::{CoreClock, Pacing, RecvBufs, BATCH, DATAGRAM_MAX, PACED_READ_EVERY};
+    use super::event_loop::{CoreClock, Pacing, PACED_READ_EVERY};
+    use super::sockets::{RecvBufs, BATCH, DATAGRAM_MAX};
 
     /// A loop that wakes 15 s after its deadline (the process was stopped) gives the
     /// core a clock that skipped those 15 s; a wake-up on time or a little late
