@@ -27,10 +27,16 @@ pub async fn handle_queued(app: &App, s: &LocalSession, q: Queued) {
             Ok(())
         }
         Queued::Sdp(sdp) => offer_or_answer(app, s, sdp).await,
-        Queued::Ice(Some(candidate)) => match app.media.for_call(&s.call_id) {
-            Ok(media) => media.candidate(s, candidate).await.map_err(AppError::from),
-            Err(e) => Err(e.into()),
-        },
+        Queued::Ice(Some(candidate)) => {
+            async {
+                Ok(app
+                    .media
+                    .for_call(&s.call_id)?
+                    .candidate(s, candidate)
+                    .await?)
+            }
+            .await
+        }
         Queued::Ice(None) => Ok(()),
     };
     if let Err(e) = res {
@@ -62,14 +68,14 @@ enum MediaChange {
 
 /// Tells the call's media about a change; the state change goes on if it cannot.
 async fn tell_media(app: &App, s: &LocalSession, change: MediaChange) {
-    let res = match app.media.for_call(&s.call_id) {
-        Ok(media) => match change {
+    let res = async {
+        let media = app.media.for_call(&s.call_id)?;
+        match change {
             MediaChange::Mute(muted) => media.set_muted(s, muted).await,
             MediaChange::Stream(kind, id) => media.set_stream(s, kind, id).await,
-        },
-        Err(e) => Err(e),
+        }
     };
-    if let Err(e) = res {
+    if let Err(e) = res.await {
         tracing::warn!(session_id = s.original_conn_id, error = %e, "change not applied to media");
     }
 }

@@ -21,77 +21,53 @@ fn bad(msg: impl Into<String>) -> MessageError {
     MessageError(msg.into())
 }
 
-/// Every action a client may send, by its name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ActionKind {
-    Join,
-    Reconnect,
-    Leave,
-    CallState,
-    Ping,
-    Caption,
-    Sdp,
-    Ice,
-    Mute,
-    Unmute,
-    ScreenOn,
-    ScreenOff,
-    VideoOn,
-    VideoOff,
-    RaiseHand,
-    UnraiseHand,
-    React,
-    Metric,
+/// Defines `ActionKind` from one list of variants and their names on the wire, so
+/// that the enum, `ALL` and `name` cannot disagree.
+macro_rules! action_kinds {
+    ($($kind:ident => $name:literal,)*) => {
+        /// Every action a client may send, by its name.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ActionKind {
+            $($kind,)*
+        }
+
+        impl ActionKind {
+            pub const ALL: &'static [ActionKind] = &[$(ActionKind::$kind,)*];
+
+            /// The action's name on the wire, without the prefix.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(ActionKind::$kind => $name,)*
+                }
+            }
+        }
+    };
+}
+
+action_kinds! {
+    Join => "join",
+    Reconnect => "reconnect",
+    Leave => "leave",
+    CallState => "call_state",
+    Ping => "ping",
+    Caption => "caption",
+    Sdp => "sdp",
+    Ice => "ice",
+    Mute => "mute",
+    Unmute => "unmute",
+    ScreenOn => "screen_on",
+    ScreenOff => "screen_off",
+    VideoOn => "video_on",
+    VideoOff => "video_off",
+    RaiseHand => "raise_hand",
+    UnraiseHand => "unraise_hand",
+    React => "react",
+    Metric => "metric",
 }
 
 impl ActionKind {
-    pub const ALL: [ActionKind; 18] = [
-        ActionKind::Join,
-        ActionKind::Reconnect,
-        ActionKind::Leave,
-        ActionKind::CallState,
-        ActionKind::Ping,
-        ActionKind::Caption,
-        ActionKind::Sdp,
-        ActionKind::Ice,
-        ActionKind::Mute,
-        ActionKind::Unmute,
-        ActionKind::ScreenOn,
-        ActionKind::ScreenOff,
-        ActionKind::VideoOn,
-        ActionKind::VideoOff,
-        ActionKind::RaiseHand,
-        ActionKind::UnraiseHand,
-        ActionKind::React,
-        ActionKind::Metric,
-    ];
-
-    /// The action's name on the wire, without the prefix.
-    pub fn name(self) -> &'static str {
-        match self {
-            ActionKind::Join => "join",
-            ActionKind::Reconnect => "reconnect",
-            ActionKind::Leave => "leave",
-            ActionKind::CallState => "call_state",
-            ActionKind::Ping => "ping",
-            ActionKind::Caption => "caption",
-            ActionKind::Sdp => "sdp",
-            ActionKind::Ice => "ice",
-            ActionKind::Mute => "mute",
-            ActionKind::Unmute => "unmute",
-            ActionKind::ScreenOn => "screen_on",
-            ActionKind::ScreenOff => "screen_off",
-            ActionKind::VideoOn => "video_on",
-            ActionKind::VideoOff => "video_off",
-            ActionKind::RaiseHand => "raise_hand",
-            ActionKind::UnraiseHand => "unraise_hand",
-            ActionKind::React => "react",
-            ActionKind::Metric => "metric",
-        }
-    }
-
     pub fn from_name(name: &str) -> Option<ActionKind> {
-        ActionKind::ALL.into_iter().find(|k| k.name() == name)
+        ActionKind::ALL.iter().copied().find(|k| k.name() == name)
     }
 
     /// The actions that make the plugin load a call, take its lock or ask the host
@@ -396,7 +372,7 @@ mod tests {
 
     #[test]
     fn every_name_maps_back_to_its_kind() {
-        for k in ActionKind::ALL {
+        for &k in ActionKind::ALL {
             assert_eq!(ActionKind::from_name(k.name()), Some(k));
         }
         assert_eq!(ActionKind::from_name("unknown"), None);
@@ -405,7 +381,7 @@ mod tests {
 
     #[test]
     fn queued_actions_keep_the_name_they_came_as() {
-        for k in ActionKind::ALL {
+        for &k in ActionKind::ALL {
             let data = match k {
                 ActionKind::React => {
                     msgpack(&serde_json::json!({"data": r#"{"name":"x","unified":"1f44d"}"#}))

@@ -294,11 +294,13 @@ async fn start_session(
         dc_signaling: data.dc_signaling && cfg.EnableDCSignaling,
         av1: data.av1_support && cfg.EnableAV1,
     };
-    let added = match app.media.for_call(&local.call_id) {
-        Ok(media) => media.add_session(&local, opts).await,
-        Err(e) => Err(e),
+    let added = async {
+        app.media
+            .for_call(&local.call_id)?
+            .add_session(&local, opts)
+            .await
     };
-    if let Err(e) = added {
+    if let Err(e) = added.await {
         tracing::error!(session_id = conn_id, error = %e, "media session not started");
     }
 }
@@ -466,15 +468,14 @@ async fn reconnect(
     session_task::spawn(app.clone(), local.clone(), inbox, false);
     app.media
         .track_call_host(&state.call.id, &state.call.props.rtcd_host);
-    match app.media.for_call(&local.call_id) {
-        Ok(media) => {
-            if let Err(e) = media.reconnected(&local).await {
-                tracing::warn!(session_id = local.original_conn_id, error = %e, "media did not take the reconnect");
-            }
-        }
-        Err(e) => {
-            tracing::warn!(session_id = local.original_conn_id, error = %e, "no media for a reconnected session")
-        }
+    let moved = async {
+        app.media
+            .for_call(&local.call_id)?
+            .reconnected(&local)
+            .await
+    };
+    if let Err(e) = moved.await {
+        tracing::warn!(session_id = local.original_conn_id, error = %e, "media did not take the reconnect");
     }
     Ok(())
 }

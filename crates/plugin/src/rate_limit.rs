@@ -3,25 +3,25 @@
 
 use std::collections::HashMap;
 
-use calls_service::rate::TokenBucket;
+use calls_service::rate::{Buckets, TokenBucket};
 use parking_lot::Mutex;
 
 /// The API limit: 1 request/s with a burst of 10 per user.
 const API_RATE: f64 = 1.0;
 const API_BURST: f64 = 10.0;
 
-#[derive(Default)]
-pub struct ApiLimits {
-    users: Mutex<HashMap<String, TokenBucket>>,
+/// Per user, on the shared keyed buckets (bounded in the number of users they keep).
+pub struct ApiLimits(Buckets<String>);
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits(Buckets::new(API_RATE, API_BURST))
+    }
 }
 
 impl ApiLimits {
     pub fn allow(&self, user_id: &str) -> bool {
-        self.users
-            .lock()
-            .entry(user_id.to_string())
-            .or_insert_with(|| TokenBucket::new(API_BURST))
-            .allow(API_RATE, API_BURST)
+        self.0.allow(&user_id.to_string())
     }
 }
 
