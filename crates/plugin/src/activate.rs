@@ -222,15 +222,7 @@ async fn recover_sessions(app: &App) -> Result<(), ActivateError> {
         session_task::spawn(app.clone(), local.clone(), inbox, !open);
         if open {
             // rtcd kept the media going: its signaling now comes to this process.
-            let moved = async {
-                app.media
-                    .for_call(&local.call_id)?
-                    .reconnected(&local)
-                    .await
-            };
-            if let Err(e) = moved.await {
-                tracing::warn!(session_id = s.id, error = %e, "rtcd did not take the recovered session");
-            }
+            app.media.reconnected(&local).await;
         }
     }
     app.metrics

@@ -468,14 +468,6 @@ async fn reconnect(
     session_task::spawn(app.clone(), local.clone(), inbox, false);
     app.media
         .track_call_host(&state.call.id, &state.call.props.rtcd_host);
-    let moved = async {
-        app.media
-            .for_call(&local.call_id)?
-            .reconnected(&local)
-            .await
-    };
-    if let Err(e) = moved.await {
-        tracing::warn!(session_id = local.original_conn_id, error = %e, "media did not take the reconnect");
-    }
+    app.media.reconnected(&local).await;
     Ok(())
 }

@@ -27,6 +27,7 @@ pub use super::client_message::{ClientIce, ClientSdp};
 use super::config::Config;
 use super::host_api::HostApi;
 use super::metrics::Metrics;
+use super::sessions::LocalSession;
 pub use backend::{CallMedia, JoinOptions, MediaError, MediaEvent, StreamKind};
 use calls_rtc::shell::Note;
 use calls_wire::rtcd::Envelope;
@@ -151,6 +152,15 @@ impl Media {
         };
         if let Err(e) = media.remove_session(session_id).await {
             tracing::warn!(session_id, error = %e, "media did not take the leave");
+        }
+    }
+
+    /// A session's signaling now comes to this process (a reconnect here, or a session
+    /// recovered at activation): its call's backend is told; a failure is logged.
+    pub async fn reconnected(&self, s: &LocalSession) {
+        let moved = async { self.for_call(&s.call_id)?.reconnected(s).await };
+        if let Err(e) = moved.await {
+            tracing::warn!(session_id = s.original_conn_id, error = %e, "media did not take the reconnect");
         }
     }
 
