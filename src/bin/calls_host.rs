@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use calls_db::Db;
 use calls_host::api::{insert_user, start_enabled_plugins, NewUserFields};
+use calls_host::config_store::ConfigStore;
 use calls_host::grpc::HostGrpc;
 use calls_host::store::{Channel, HostStore, Team};
 use calls_host::{default_config, license_for, HostCtx, CALLS_PLUGIN_ID};
@@ -53,6 +54,11 @@ struct Args {
         env = "CALLS_HOST_MAX_BUNDLE_UNPACKED_MB"
     )]
     max_bundle_unpacked_mb: u64,
+    /// Join the cluster of this name: the nodes started with the same name and
+    /// database (PostgreSQL) share configuration, plugins and websocket events, and
+    /// host calls together. This node's id is kept in its data dir.
+    #[arg(long, env = "CALLS_HOST_CLUSTER")]
+    cluster: Option<String>,
     /// Logins a second per source address (burst twice that), as Mattermost's login
     /// limiter; 0 turns it off (load tests log in hundreds of users from one address).
     #[arg(long, default_value_t = 5.0, env = "CALLS_HOST_LOGIN_RATE_LIMIT")]
@@ -121,26 +127,45 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .site_url
         .clone()
         .unwrap_or_else(|| format!("http://{local}"));
-    let config_path = data_dir.join("config.json");
-    let config = match std::fs::read(&config_path) {
-        Ok(b) => {
-            serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", config_path.display()))?
+    let cluster = match &args.cluster {
+        Some(name) => {
+            let node_id = read_or_create_id(&data_dir.join("node_id"))?;
+            let c = calls_host::cluster::Cluster::new(&store.db, name, &node_id)?;
+            tracing::info!(cluster = name, node_id, "joining the cluster");
+            Some(c)
         }
-        Err(_) => default_config(&site_url),
+        None => None,
     };
-    let diagnostic_id = match std::fs::read_to_string(data_dir.join("diagnostic_id")) {
-        Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
-        _ => {
-            let id = new_id();
-            calls_host::write_private(&data_dir.join("diagnostic_id"), id.as_bytes())?;
-            id
-        }
+    let file_store = ConfigStore::File(data_dir.join("config.json"));
+    let config_store = match &cluster {
+        // Checked by `Cluster::new`: a cluster is on PostgreSQL.
+        Some(_) => ConfigStore::database(&store.db).ok_or("cluster needs PostgreSQL")?,
+        None => file_store,
+    };
+    let stored = config_store.load().await?;
+    let seeded = stored.is_none();
+    let config = match stored {
+        Some(c) => c,
+        // The first node of a cluster brings the config of its data dir, if any.
+        None => match ConfigStore::File(data_dir.join("config.json"))
+            .load()
+            .await?
+        {
+            Some(c) => c,
+            None => default_config(&site_url),
+        },
+    };
+    let diagnostic_id = match &cluster {
+        Some(c) => c.system_value("DiagnosticId", &new_id()).await?,
+        None => read_or_create_id(&data_dir.join("diagnostic_id"))?,
     };
     let host = Arc::new(HostCtx {
         store,
         database_url,
         data_dir: data_dir.clone(),
         config: parking_lot::RwLock::new(config),
+        config_store,
+        cluster: cluster.clone(),
         license: license_for(&args.license),
         hub: Default::default(),
         plugins: Default::default(),
@@ -148,7 +173,6 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         grpc_addr: Default::default(),
         site_url,
         diagnostic_id,
-        kv_lock: Default::default(),
         bundle_limits: calls_host::plugins::BundleLimits {
             max_bytes: args.max_bundle_unpacked_mb << 20,
             ..Default::default()
@@ -156,8 +180,17 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         repeats: Default::default(),
         logins: calls_host::logins::Logins::new(args.login_rate_limit),
     });
-    let initial = host.config.read().clone();
-    host.save_config(initial)?;
+    if seeded || host.cluster.is_none() {
+        let initial = host.config.read().clone();
+        host.save_config(initial).await?;
+    }
+    if let Some(c) = &cluster {
+        // Listening before any plugin starts: nothing sent to this node from then on
+        // is missed.
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        c.start(host.site_url.clone(), tx);
+        tokio::spawn(calls_host::sync::run(host.clone(), rx));
+    }
 
     // The Host API for plugins, on loopback only.
     let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -177,14 +210,31 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if !args.no_demo {
         seed_demo(&host).await?;
     }
+    // A node joining a cluster runs the plugins the cluster has.
+    calls_host::sync::sync_bundles(&host).await;
     if let Some(bundle) = &args.plugin_bundle {
         let bytes = std::fs::read(bundle).map_err(|e| format!("{}: {e}", bundle.display()))?;
         let dir = host.plugins_dir();
         std::fs::create_dir_all(&dir)?;
         let m = calls_host::plugins::install_bundle(&dir, &bytes, host.bundle_limits)?;
-        let mut cfg = host.config.read().clone();
-        cfg["PluginSettings"]["PluginStates"][&m.id] = json!({"Enable": true});
-        host.save_config(cfg)?;
+        if let Some(c) = &host.cluster {
+            let stored = c.bundle(&m.id).await?.map(|(v, _)| v);
+            if stored.as_deref() != Some(m.version.as_str()) {
+                c.put_bundle(&m.id, &m.version, &bytes).await?;
+                c.send(
+                    "",
+                    calls_host::cluster::Message::BundleChanged {
+                        plugin_id: m.id.clone(),
+                    },
+                )
+                .await;
+            }
+        }
+        if !host.plugin_enabled_in_config(&m.id) {
+            let mut cfg = host.config.read().clone();
+            cfg["PluginSettings"]["PluginStates"][&m.id] = json!({"Enable": true});
+            host.save_config(cfg).await?;
+        }
         tracing::info!(
             plugin_id = m.id,
             version = m.version,
@@ -226,7 +276,23 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     for id in ids {
         calls_host::api::stop_plugin(&host, &id).await;
     }
+    if let Some(c) = &host.cluster {
+        c.leave().await;
+    }
     Ok(())
+}
+
+/// An id kept in a file of the data dir (the diagnostic id, the node id): read, or
+/// made and written the first time.
+fn read_or_create_id(path: &std::path::Path) -> std::io::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        _ => {
+            let id = new_id();
+            calls_host::write_private(path, id.as_bytes())?;
+            Ok(id)
+        }
+    }
 }
 
 /// Admin, two users, a team and two channels; credentials are printed.

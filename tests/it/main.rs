@@ -6,6 +6,7 @@
 mod common;
 
 mod browser;
+mod cluster;
 mod control_plane;
 mod host_protocol;
 mod lt;

@@ -3,6 +3,7 @@
 use serde_json::{json, Value};
 use tonic::{Request, Response, Status};
 
+use super::cluster::Message;
 use super::store::{self, Channel, Post, User};
 use super::{auth, hub};
 use super::{Host, CALLS_PLUGIN_ID, SERVER_VERSION};
@@ -94,13 +95,41 @@ pub async fn direct_channel(host: &Host, a: &str, b: &str) -> Result<Channel, st
     Ok(c)
 }
 
-/// Sends a plugin event to the connections a Mattermost broadcast selects.
+/// Sends an event to the connections a Mattermost broadcast selects, on every node:
+/// here, and through the cluster on the others (unless the one connection it names is
+/// here).
 pub async fn publish(
     host: &Host,
     event: &str,
     data: &Value,
     b: &proto::WebSocketBroadcast,
 ) -> Result<(), store::StoreError> {
+    let delivered_here = publish_local(host, event, data, b).await?;
+    if let Some(c) = &host.cluster {
+        // A connection named and found here is nowhere else.
+        if !delivered_here || b.connection_id.is_empty() {
+            c.send(
+                "",
+                Message::WsEvent {
+                    event: event.to_string(),
+                    data: data.clone(),
+                    broadcast: b.into(),
+                },
+            )
+            .await;
+        }
+    }
+    Ok(())
+}
+
+/// Sends an event to this node's connections the broadcast selects; true when there
+/// was at least one.
+pub async fn publish_local(
+    host: &Host,
+    event: &str,
+    data: &Value,
+    b: &proto::WebSocketBroadcast,
+) -> Result<bool, store::StoreError> {
     let members = if hub::needs_channel_members(b) {
         let ids = host.store.channel_member_ids(&b.channel_id).await?;
         Some(
@@ -112,10 +141,10 @@ pub async fn publish(
     };
     let conns = host.hub.select(b, members.as_ref());
     let broadcast = hub::broadcast_field(b);
-    for c in conns {
+    for c in &conns {
         c.send_event(event, data, &broadcast);
     }
-    Ok(())
+    Ok(!conns.is_empty())
 }
 
 #[tonic::async_trait]
@@ -136,7 +165,7 @@ impl HostService for HostGrpc {
             version: SERVER_VERSION.into(),
             diagnostic_id: h.diagnostic_id.clone(),
             site_url: h.site_url.clone(),
-            cluster_id: String::new(),
+            cluster_id: h.node_id().to_string(),
             show_full_name: h.show_full_name(),
             default_client_locale: locale,
         }))
@@ -423,10 +452,48 @@ impl HostService for HostGrpc {
 
     async fn publish_plugin_cluster_event(
         &self,
-        _: Request<proto::ClusterEventRequest>,
+        r: Request<proto::ClusterEventRequest>,
     ) -> Result<Response<Empty>, Status> {
-        // One node: there is nobody else to deliver to.
+        use base64::Engine;
+        let r = r.into_inner();
+        // One node: there is nobody else to deliver to (as Mattermost without a cluster).
+        if let Some(c) = &self.0.cluster {
+            c.send(
+                &r.target_node_id,
+                Message::PluginEvent {
+                    plugin_id: CALLS_PLUGIN_ID.to_string(),
+                    id: r.id,
+                    data: base64::engine::general_purpose::STANDARD.encode(&r.data),
+                },
+            )
+            .await;
+        }
         Ok(Response::new(Empty {}))
+    }
+
+    async fn get_cluster_nodes(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<proto::ClusterNodesResponse>, Status> {
+        let Some(c) = &self.0.cluster else {
+            return Ok(Response::new(proto::ClusterNodesResponse::default()));
+        };
+        let live = c.live_nodes().await.map_err(|e| {
+            tracing::error!(error = %e, "cluster nodes not read");
+            Status::unavailable(e.to_string())
+        })?;
+        let nodes = live
+            .iter()
+            .map(|n| proto::ClusterNode {
+                id: n.id.clone(),
+                version: n.version.clone(),
+                plugin_version: n
+                    .plugin_versions()
+                    .remove(CALLS_PLUGIN_ID)
+                    .unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(proto::ClusterNodesResponse { nodes }))
     }
 
     async fn get_web_socket_connections(
@@ -475,32 +542,25 @@ impl HostService for HostGrpc {
         } else {
             0
         };
-        let _guard = self.0.kv_lock.lock().await;
-        if r.atomic {
-            let cur = self
-                .0
+        let written = if r.atomic {
+            let old = (!r.old_value_is_nil).then_some(r.old_value.as_slice());
+            self.0
                 .store
-                .kv_get(CALLS_PLUGIN_ID, &r.key)
+                .kv_compare_and_set(CALLS_PLUGIN_ID, &r.key, old, &r.value, expire_at)
+                .await
+                .map_err(internal)?
+        } else {
+            self.0
+                .store
+                .kv_put(CALLS_PLUGIN_ID, &r.key, &r.value, expire_at)
                 .await
                 .map_err(internal)?;
-            let matches = match cur {
-                None => r.old_value_is_nil,
-                Some(v) => !r.old_value_is_nil && v == r.old_value,
-            };
-            if !matches {
-                return Ok(Response::new(proto::KvSetResponse { written: false }));
-            }
-        }
-        self.0
-            .store
-            .kv_put(CALLS_PLUGIN_ID, &r.key, &r.value, expire_at)
-            .await
-            .map_err(internal)?;
-        Ok(Response::new(proto::KvSetResponse { written: true }))
+            true
+        };
+        Ok(Response::new(proto::KvSetResponse { written }))
     }
 
     async fn kv_delete(&self, r: Request<proto::KvGetRequest>) -> Result<Response<Empty>, Status> {
-        let _guard = self.0.kv_lock.lock().await;
         self.0
             .store
             .kv_delete(CALLS_PLUGIN_ID, &r.into_inner().key)

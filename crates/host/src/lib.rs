@@ -10,12 +10,15 @@
 
 pub mod api;
 pub mod auth;
+pub mod cluster;
+pub mod config_store;
 pub mod grpc;
 pub mod hub;
 pub mod logins;
 pub mod plugins;
 pub mod secrets;
 pub mod store;
+pub mod sync;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -37,6 +40,10 @@ pub struct HostCtx {
     pub database_url: String,
     pub data_dir: PathBuf,
     pub config: RwLock<Value>,
+    /// Where `config` is kept: the data dir's file, or the database for a cluster.
+    pub config_store: config_store::ConfigStore,
+    /// This node's cluster, in cluster mode.
+    pub cluster: Option<Arc<cluster::Cluster>>,
     pub license: proto::License,
     pub hub: Hub,
     pub plugins: tokio::sync::Mutex<HashMap<String, Supervised>>,
@@ -44,8 +51,6 @@ pub struct HostCtx {
     pub grpc_addr: RwLock<String>,
     pub site_url: String,
     pub diagnostic_id: String,
-    /// Serialises KV compare-and-set (the plugin's cluster mutex relies on it).
-    pub kv_lock: tokio::sync::Mutex<()>,
     /// What an uploaded plugin bundle may unpack to.
     pub bundle_limits: plugins::BundleLimits,
     /// Warnings clients can trigger at will, written once per window.
@@ -126,12 +131,21 @@ impl HostCtx {
             .unwrap_or_else(|| json!({}))
     }
 
-    pub fn save_config(&self, cfg: Value) -> std::io::Result<()> {
-        let tmp = self.config_path().with_extension("json.tmp");
-        write_private(&tmp, &serde_json::to_vec_pretty(&cfg).unwrap_or_default())?;
-        std::fs::rename(&tmp, self.config_path())?;
+    /// Stores and applies a new configuration; in a cluster, the other nodes are
+    /// told to load it.
+    pub async fn save_config(&self, cfg: Value) -> Result<(), config_store::ConfigStoreError> {
+        self.config_store.save(&cfg).await?;
         *self.config.write() = cfg;
+        if let Some(c) = &self.cluster {
+            c.send("", cluster::Message::ConfigChanged).await;
+        }
         Ok(())
+    }
+
+    /// This node's id in its cluster; empty on a single node (as Mattermost's
+    /// `ClusterId` without a cluster).
+    pub fn node_id(&self) -> &str {
+        self.cluster.as_ref().map_or("", |c| c.node_id.as_str())
     }
 
     pub fn plugin_enabled_in_config(&self, id: &str) -> bool {

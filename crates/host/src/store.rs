@@ -11,7 +11,10 @@ pub static MIGRATIONS: MigrationSet = MigrationSet {
     table: "db_migrations_host",
     lock_key: 0x6d6d_686f_7374_0001,
     sqlite: &[migration!(1, "sqlite", "000001_host_schema")],
-    postgres: &[migration!(1, "postgres", "000001_host_schema")],
+    postgres: &[
+        migration!(1, "postgres", "000001_host_schema"),
+        migration!(2, "postgres", "000002_cluster"),
+    ],
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -514,6 +517,53 @@ impl HostStore {
         .map(drop)?
         });
         Ok(())
+    }
+
+    /// Writes `value` only if the key holds `old` now (`None`: absent or expired), in
+    /// one statement, so that processes sharing the database cannot both win (the
+    /// plugin's cluster mutex is built on this). True when written.
+    pub async fn kv_compare_and_set(
+        &self,
+        plugin: &str,
+        key: &str,
+        old: Option<&[u8]>,
+        value: &[u8],
+        expire_at: i64,
+    ) -> Result<bool> {
+        let now = now_ms();
+        let written = match old {
+            None => db_run!(&self.db, |p| {
+                sqlx::query(
+                "INSERT INTO pluginkeyvaluestore (pluginid, pkey, pvalue, expireat) VALUES ($1,$2,$3,$4) \
+                 ON CONFLICT (pluginid, pkey) DO UPDATE SET pvalue = excluded.pvalue, expireat = excluded.expireat \
+                 WHERE pluginkeyvaluestore.expireat != 0 AND pluginkeyvaluestore.expireat <= $5"
+            )
+            .bind(plugin)
+            .bind(key)
+            .bind(value)
+            .bind(expire_at)
+            .bind(now)
+            .execute(p)
+            .await?
+            .rows_affected()
+            }),
+            Some(old) => db_run!(&self.db, |p| {
+                sqlx::query(
+                "UPDATE pluginkeyvaluestore SET pvalue = $3, expireat = $4 \
+                 WHERE pluginid = $1 AND pkey = $2 AND pvalue = $5 AND (expireat = 0 OR expireat > $6)"
+            )
+            .bind(plugin)
+            .bind(key)
+            .bind(value)
+            .bind(expire_at)
+            .bind(old)
+            .bind(now)
+            .execute(p)
+            .await?
+            .rows_affected()
+            }),
+        };
+        Ok(written == 1)
     }
 
     pub async fn kv_delete(&self, plugin: &str, key: &str) -> Result<()> {

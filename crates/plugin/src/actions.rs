@@ -32,7 +32,7 @@ pub async fn handle_queued(app: &App, s: &LocalSession, q: Queued) {
                 Ok(app
                     .media
                     .for_call(&s.call_id)?
-                    .candidate(s, candidate)
+                    .candidate(&s.media(), candidate)
                     .await?)
             }
             .await
@@ -54,7 +54,7 @@ async fn offer_or_answer(
     sdp: super::client_message::ClientSdp,
 ) -> Result<()> {
     let media = app.media.for_call(&s.call_id)?;
-    if let Some(answer) = media.sdp(s, sdp).await? {
+    if let Some(answer) = media.sdp(&s.media(), sdp).await? {
         app.publish_signal(&s.original_conn_id, answer).await;
     }
     Ok(())
@@ -71,8 +71,8 @@ async fn tell_media(app: &App, s: &LocalSession, change: MediaChange) {
     let res = async {
         let media = app.media.for_call(&s.call_id)?;
         match change {
-            MediaChange::Mute(muted) => media.set_muted(s, muted).await,
-            MediaChange::Stream(kind, id) => media.set_stream(s, kind, id).await,
+            MediaChange::Mute(muted) => media.set_muted(&s.media(), muted).await,
+            MediaChange::Stream(kind, id) => media.set_stream(&s.media(), kind, id).await,
         }
     };
     if let Err(e) = res.await {

@@ -73,7 +73,12 @@ pub async fn activate(host_addr: &str, bundle_path: &str) -> Result<App, Activat
     let applied = store.migrate().await?;
     tracing::info!(applied, driver = store.db().driver(), "database ready");
     let bot = host.ensure_bot("calls", "Calls", "Calls Bot").await?;
-    let (media, media_events) = Media::new(host.clone(), server.diagnostic_id.clone());
+    let (media, media_events) = Media::new(
+        host.clone(),
+        server.diagnostic_id.clone(),
+        server.cluster_id.clone(),
+    );
+    let (cluster_events, cluster_inbox) = super::cluster_events::queue();
     let app = App(Arc::new(Inner {
         call_locks: CallLocks::new(Mutexes::new(host.clone(), metrics.clone())),
         host,
@@ -93,13 +98,20 @@ pub async fn activate(host_addr: &str, bundle_path: &str) -> Result<App, Activat
         group_calls_env: std::env::var("MM_CALLS_GROUP_CALLS_ALLOWED").is_ok_and(|v| v == "true"),
         stopped: Default::default(),
         media,
+        peers: Default::default(),
+        cluster_events,
     }));
     tokio::spawn(super::media_events::run(app.clone(), media_events));
+    super::cluster_events::spawn(app.clone(), cluster_inbox);
     // As upstream, activation fails when the rtcd fleet cannot be reached; the
     // integrated SFU binds its port only when calls may use it.
     apply_media_mode(&app).await?;
     recover_sessions(&app).await?;
     tokio::spawn(check_auth_sessions(app.clone()));
+    tokio::spawn(super::node_failure::run(app.clone()));
+    if !app.node_id().is_empty() {
+        tracing::info!(node_id = app.node_id(), "running in a cluster");
+    }
     Ok(app)
 }
 
@@ -167,19 +179,21 @@ async fn recover_sessions(app: &App) -> Result<(), ActivateError> {
         .into_iter()
         .map(|c| (c.connection_id, (c.user_id, c.active)))
         .collect();
-    // Per call: its channel, whether its media survived, and whether it was on the
-    // integrated SFU (whose media died with the previous process).
+    // Per call: its channel, whether its media survived, and whether its media died
+    // with the previous process (this node's integrated SFU).
+    let clustered = !app.node_id().is_empty();
     let mut channels: HashMap<String, (String, bool, bool)> = HashMap::new();
     let (mut live, mut gone, mut media_lost) = (0, 0, 0);
     for s in sessions {
-        let (channel_id, call_alive, integrated) = match channels.get(&s.call_id) {
+        let (channel_id, call_alive, lost) = match channels.get(&s.call_id) {
             Some(c) => c.clone(),
             None => match app.store.get_call(&s.call_id).await? {
                 Some(c) => {
-                    let integrated = c.props.rtcd_host.is_empty();
+                    let lost = app.media.hosts_call(&c.props);
+                    app.media.track_call(&c.id, &c.props);
                     let alive = app.media.recover_call(&c.id, &c.props.rtcd_host).await;
-                    channels.insert(s.call_id.clone(), (c.channel_id.clone(), alive, integrated));
-                    (c.channel_id, alive, integrated)
+                    channels.insert(s.call_id.clone(), (c.channel_id.clone(), alive, lost));
+                    (c.channel_id, alive, lost)
                 }
                 None => continue,
             },
@@ -188,7 +202,15 @@ async fn recover_sessions(app: &App) -> Result<(), ActivateError> {
             Some(v) => String::from_utf8(v).unwrap_or_else(|_| s.id.clone()),
             None => s.id.clone(),
         };
-        if integrated {
+        let ws_here = conns
+            .get(&conn_id)
+            .is_some_and(|(uid, active)| *uid == s.user_id && *active);
+        if clustered && !lost && !ws_here {
+            // Another node's session (or one that will reconnect to some node): not
+            // ours to wait for.
+            continue;
+        }
+        if lost {
             // The peer connection ended with the process that held it, and no client
             // can resume it: a new SFU has none of its ICE, DTLS or SRTP state, and the
             // Calls client neither restarts ICE nor rejoins on its own. So the session
@@ -207,10 +229,7 @@ async fn recover_sessions(app: &App) -> Result<(), ActivateError> {
             }
             continue;
         }
-        let open = call_alive
-            && conns
-                .get(&conn_id)
-                .is_some_and(|(uid, active)| *uid == s.user_id && *active);
+        let open = call_alive && ws_here;
         if open {
             live += 1;
         } else {
@@ -222,7 +241,7 @@ async fn recover_sessions(app: &App) -> Result<(), ActivateError> {
         session_task::spawn(app.clone(), local.clone(), inbox, !open);
         if open {
             // rtcd kept the media going: its signaling now comes to this process.
-            app.media.reconnected(&local).await;
+            app.media.reconnected(&local.media()).await;
         }
     }
     app.metrics
@@ -237,13 +256,19 @@ async fn recover_sessions(app: &App) -> Result<(), ActivateError> {
     Ok(())
 }
 
-/// Marks this process's sessions of integrated calls as left (their media dies with
-/// the process), leaves rtcd calls running for the next activation, closes the
-/// database.
+/// Marks the sessions whose media runs here as left (it dies with the process),
+/// wherever their websocket is; leaves rtcd calls running for the next activation and
+/// calls on other nodes to their node (their sessions here reconnect elsewhere);
+/// closes the database.
 pub async fn deactivate(app: &App) {
     app.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
+    for r in app.peers.all() {
+        if let Err(e) = leave::remove_session(app, &r.media.channel_id, &r.media.session_id).await {
+            tracing::error!(session_id = r.media.session_id, error = %e, "failed to mark session left");
+        }
+    }
     for s in app.sessions.all() {
-        if app.media.call_host(&s.call_id).is_some() {
+        if !app.media.is_local(&s.call_id) {
             continue;
         }
         s.signal(super::sessions::Signal::Closed);

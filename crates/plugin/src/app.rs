@@ -14,6 +14,7 @@ use super::media::{Media, MediaError};
 use super::metrics::Metrics;
 use super::model::CallState;
 use super::mutex::LockError;
+use super::peers::RemotePeers;
 use super::rate_limit::{ApiLimits, WsBudgets};
 use super::sessions::Sessions;
 use super::store::{Store, StoreError};
@@ -99,6 +100,10 @@ pub struct Inner {
     pub stopped: std::sync::atomic::AtomicBool,
     /// Where calls' media runs: the integrated SFU or rtcd.
     pub media: Media,
+    /// Sessions whose media runs here and whose websocket is on another node.
+    pub peers: RemotePeers,
+    /// Cluster events from the hook, for their handler.
+    pub cluster_events: tokio::sync::mpsc::Sender<proto::PluginClusterEvent>,
 }
 
 #[derive(Clone)]
@@ -237,18 +242,36 @@ impl App {
             .await?)
     }
 
-    /// `signal` to a session's current connection, carrying the session id.
+    /// `signal` to a session's current connection (on this node or another),
+    /// carrying the session id.
     pub async fn publish_signal(&self, session_id: &str, json: String) {
-        let Some(local) = self.sessions.get_by_session_id(session_id) else {
-            tracing::debug!(session_id, "signal for a session not on this node");
+        let Some((user_id, conn_id, _)) = self.recipient(session_id) else {
+            tracing::debug!(session_id, "signal for a session this node does not know");
             return;
         };
         self.publish(
             "signal",
             json!({"data": json, "connID": session_id}),
-            Broadcast::connection(&local.user_id, &local.conn_id),
+            Broadcast::connection(&user_id, &conn_id),
         )
         .await;
+    }
+
+    /// Where a session's events go and who it is: (user, current connection,
+    /// channel), from its local entry, or its route when its websocket is on another
+    /// node.
+    pub fn recipient(&self, session_id: &str) -> Option<(String, String, String)> {
+        if let Some(l) = self.sessions.get_by_session_id(session_id) {
+            return Some((l.user_id.clone(), l.conn_id.clone(), l.channel_id.clone()));
+        }
+        self.peers
+            .get(session_id)
+            .map(|r| (r.media.user_id, r.conn_id, r.media.channel_id))
+    }
+
+    /// This node's id in its cluster; empty on a single host.
+    pub fn node_id(&self) -> &str {
+        &self.server.cluster_id
     }
 
     pub async fn publish_host_changed(&self, state: &CallState) {

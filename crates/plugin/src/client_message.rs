@@ -8,7 +8,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use calls_sfu::datachannel::{inflate_sdp, SessionDescription};
+use calls_sfu::datachannel::{inflate_sdp, SessionDescription, SDP_MAX};
 
 pub const ACTION_PREFIX: &str = "custom_com.mattermost.calls_";
 
@@ -307,12 +307,22 @@ fn parse_sdp(data: &[u8]) -> Result<ClientSdp, MessageError> {
     let d: SdpData =
         rmp_serde::from_slice(data).map_err(|e| bad(format!("invalid sdp message: {e}")))?;
     let raw = inflate_sdp(&d.data).map_err(|e| bad(e.to_string()))?;
-    let desc = SessionDescription::from_json(&raw)
-        .map_err(|e| bad(format!("invalid session description: {e}")))?;
-    if desc.kind != "offer" && desc.kind != "answer" {
-        return Err(bad(format!("invalid sdp type {:?}", desc.kind)));
+    ClientSdp::from_json(raw)
+}
+
+impl ClientSdp {
+    /// A description from its JSON (inflated), an offer or an answer.
+    pub fn from_json(raw: Vec<u8>) -> Result<ClientSdp, MessageError> {
+        if raw.len() > SDP_MAX {
+            return Err(bad("session description too large"));
+        }
+        let desc = SessionDescription::from_json(&raw)
+            .map_err(|e| bad(format!("invalid session description: {e}")))?;
+        if desc.kind != "offer" && desc.kind != "answer" {
+            return Err(bad(format!("invalid sdp type {:?}", desc.kind)));
+        }
+        Ok(ClientSdp { desc, raw })
     }
-    Ok(ClientSdp { desc, raw })
 }
 
 /// An `ice` message: msgpack `{data: "<candidate JSON>"}`; `None` for the end of
@@ -320,19 +330,34 @@ fn parse_sdp(data: &[u8]) -> Result<ClientSdp, MessageError> {
 fn parse_ice(data: &[u8]) -> Result<Option<ClientIce>, MessageError> {
     let d: IceData =
         rmp_serde::from_slice(data).map_err(|e| bad(format!("invalid ice message: {e}")))?;
-    let v: Value =
-        serde_json::from_str(&d.data).map_err(|e| bad(format!("invalid ice candidate: {e}")))?;
-    let candidate = v
-        .get("candidate")
-        .and_then(Value::as_str)
-        .ok_or_else(|| bad("ice candidate without candidate"))?;
-    if candidate.is_empty() {
-        return Ok(None);
+    ClientIce::from_json(d.data)
+}
+
+impl ClientIce {
+    /// A candidate from its JSON; `None` for the end of candidates.
+    pub fn from_json(json: String) -> Result<Option<ClientIce>, MessageError> {
+        let v: Value =
+            serde_json::from_str(&json).map_err(|e| bad(format!("invalid ice candidate: {e}")))?;
+        let candidate = v
+            .get("candidate")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("ice candidate without candidate"))?;
+        if candidate.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(ClientIce {
+            candidate: candidate.to_string(),
+            json,
+        }))
     }
-    Ok(Some(ClientIce {
-        candidate: candidate.to_string(),
-        json: d.data,
-    }))
+}
+
+/// The stream id in a `screen_on` / `video_on` message's JSON (`key`: `screenStreamID`
+/// or `videoStreamID`).
+pub fn stream_id(json: &str, key: &str) -> Result<Option<String>, MessageError> {
+    let v: Value =
+        serde_json::from_str(json).map_err(|e| bad(format!("invalid stream data: {e}")))?;
+    Ok(v.get(key).and_then(Value::as_str).map(str::to_string))
 }
 
 /// A client metric: only the candidate pair one is taken (its label values checked,

@@ -275,8 +275,12 @@ impl Plugin for Hooks {
             .cluster_events
             .with_label_values(&[&ev.id])
             .inc();
-        // Single-node host: there are no other nodes whose events need handling.
-        tracing::debug!(id = ev.id, "cluster event ignored on a single node");
+        // Handled in order by one task; a full queue drops (as upstream's).
+        if app.cluster_events.try_send(ev).is_err() {
+            if let Some(left_out) = app.repeats.admit("cluster event queue full") {
+                tracing::warn!(left_out, "cluster event dropped: the queue is full");
+            }
+        }
         Ok(Response::new(Empty {}))
     }
 }

@@ -302,6 +302,29 @@ impl HostApi {
         Ok(())
     }
 
+    /// `PublishPluginClusterEvent`, reliable: to node `target`, or every other node
+    /// for "".
+    pub async fn publish_cluster_event(&self, id: &str, data: Vec<u8>, target: &str) -> Result<()> {
+        self.c()
+            .publish_plugin_cluster_event(proto::ClusterEventRequest {
+                id: id.to_string(),
+                data,
+                target_node_id: target.to_string(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The cluster's live nodes (empty on a single host).
+    pub async fn cluster_nodes(&self) -> Result<Vec<proto::ClusterNode>> {
+        Ok(self
+            .c()
+            .get_cluster_nodes(Empty {})
+            .await?
+            .into_inner()
+            .nodes)
+    }
+
     pub async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let r = self
             .c()

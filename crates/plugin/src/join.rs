@@ -9,10 +9,12 @@ use sqlx::types::Json;
 use super::app::{refused, App, AppError, Result};
 use super::calls::{at_capacity, may_start, reelect_host, StartContext, StartDenied};
 use super::client_message::{JoinData, ReconnectData};
+use super::cluster_message::{ClusterMessage, ClusterMessageType};
 use super::config::Config;
 use super::host_api::Broadcast;
 use super::media::JoinOptions;
 use super::model::{Call, CallProps, CallState, CallStats, Session};
+use super::node_failure;
 use super::session_task;
 use super::sessions::{conn_key, LocalSession, Signal};
 use calls_wire::ids::{new_id, now_ms};
@@ -55,10 +57,32 @@ async fn join(
     data: &JoinData,
 ) -> Result<()> {
     let joiner = may_join(app, user_id, auth_session, data).await?;
+    end_if_orphaned(app, &data.channel_id).await?;
     let cfg = app.config();
     let state = add_to_call(app, &joiner, conn_id, user_id, data, &cfg).await?;
     start_session(app, &state, conn_id, user_id, auth_session, data, &cfg).await;
     announce_join(app, &state, conn_id, user_id, joiner.is_bot).await;
+    Ok(())
+}
+
+/// In a cluster, a call whose node is gone is ended before anyone joins it: the join
+/// starts a new call here instead of waiting for the check that would end it.
+async fn end_if_orphaned(app: &App, channel_id: &str) -> Result<()> {
+    if app.node_id().is_empty() {
+        return Ok(());
+    }
+    let Some(call) = app.store.get_active_call_by_channel(channel_id).await? else {
+        return Ok(());
+    };
+    let node = &call.props.node_id;
+    if node.is_empty() || node == app.node_id() || !call.props.rtcd_host.is_empty() {
+        return Ok(());
+    }
+    if let Some(live) = node_failure::live_nodes(app).await {
+        if node_failure::orphaned(&call, &live) {
+            node_failure::end_orphaned(app, &call).await?;
+        }
+    }
     Ok(())
 }
 
@@ -199,9 +223,12 @@ async fn add_to_call(
     if new_call {
         // The media backend is chosen once per call; the call stays on it.
         state.call.props.rtcd_host = app.place_new_call(&state.call.id).await?;
+        if !state.call.props.rtcd_host.is_empty() {
+            // As upstream: a call on rtcd belongs to no node.
+            state.call.props.node_id.clear();
+        }
     }
-    app.media
-        .track_call_host(&state.call.id, &state.call.props.rtcd_host);
+    app.media.track_call(&state.call.id, &state.call.props);
     if at_capacity(cfg.MaxCallParticipants, state.sessions.len()) {
         return Err(refused("user cannot join because of limits"));
     }
@@ -297,7 +324,7 @@ async fn start_session(
     let added = async {
         app.media
             .for_call(&local.call_id)?
-            .add_session(&local, opts)
+            .add_session(&local.media(), opts)
             .await
     };
     if let Err(e) = added.await {
@@ -466,8 +493,26 @@ async fn reconnect(
     );
     app.sessions.insert(local.clone());
     session_task::spawn(app.clone(), local.clone(), inbox, false);
-    app.media
-        .track_call_host(&state.call.id, &state.call.props.rtcd_host);
-    app.media.reconnected(&local).await;
+    app.media.track_call(&state.call.id, &state.call.props);
+    if !app.node_id().is_empty() {
+        // The session's old node lets it go; its call's node sends its signaling here.
+        app.peers.remove(&d.original_conn_id);
+        let m = ClusterMessage {
+            conn_id: d.prev_conn_id.clone(),
+            new_conn_id: conn_id.to_string(),
+            user_id: user_id.to_string(),
+            call_id: state.call.id.clone(),
+            ..Default::default()
+        };
+        if let Err(e) = app
+            .media
+            .relay
+            .send(ClusterMessageType::Reconnect, m, "")
+            .await
+        {
+            tracing::warn!(session_id = d.original_conn_id, error = %e, "reconnect not told to the cluster");
+        }
+    }
+    app.media.reconnected(&local.media()).await;
     Ok(())
 }

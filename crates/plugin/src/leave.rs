@@ -11,6 +11,7 @@ use sqlx::types::Json;
 
 use super::app::{App, Result};
 use super::calls::reelect_host;
+use super::cluster_events::tell_left;
 use super::host_api::Broadcast;
 use super::model::{Call, CallProps};
 use super::sessions::{conn_key, Signal};
@@ -45,6 +46,11 @@ pub async fn remove_session(app: &App, channel_id: &str, session_id: &str) -> Re
     app.media
         .remove_session(Some(&state.call.id), session_id)
         .await;
+    // Removed here while its websocket is on another node (a host removed it, say):
+    // that node lets it go.
+    if let Some(r) = app.peers.remove(session_id) {
+        tell_left(app, &r).await;
+    }
     let Some(sess) = state.sessions.remove(session_id) else {
         tracing::debug!(session_id, "session not found in call state");
         return Ok(());
@@ -133,20 +139,38 @@ pub async fn end_call(app: &App, channel_id: &str, requester: &str) -> Result<()
     let call_id = state.call.id.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        if let Err(e) = force_cleanup(&app, &channel_id, &call_id).await {
+        if let Err(e) = force_cleanup(&app, &channel_id, &call_id, false).await {
             tracing::error!(channel_id, error = %e, "forced call cleanup failed");
         }
     });
     Ok(())
 }
 
-/// Closes every remaining session of a call and ends it (host end, deactivation).
-pub async fn force_cleanup(app: &App, channel_id: &str, call_id: &str) -> Result<()> {
+/// Closes every remaining session of a call and ends it (host end, a gone node);
+/// false when there was nothing left to do (the call ended and empty already).
+/// `announce`: `call_end` goes to the channel first (the host's end announced it
+/// already).
+pub async fn force_cleanup(
+    app: &App,
+    channel_id: &str,
+    call_id: &str,
+    announce: bool,
+) -> Result<bool> {
     let guard = app.call_locks.lock(channel_id).await?;
     let Some(mut call) = app.store.get_call(call_id).await? else {
-        return Ok(());
+        return Ok(false);
     };
     let sessions = app.store.get_sessions(call_id).await?;
+    if call.end_at != 0 && sessions.is_empty() {
+        return Ok(false);
+    }
+    for s in sessions.keys() {
+        app.media.remove_session(Some(call_id), s).await;
+    }
+    for r in app.peers.of_call(call_id) {
+        app.peers.remove(&r.media.session_id);
+    }
+    app.media.call_ended(call_id);
     for s in app.sessions.all() {
         if s.call_id == call_id {
             s.signal(Signal::Closed);
@@ -163,6 +187,10 @@ pub async fn force_cleanup(app: &App, channel_id: &str, call_id: &str) -> Result
     app.store.end_active_jobs(call_id, now_ms()).await?;
     app.store.update_call(&call).await?;
     drop(guard);
+    if announce {
+        app.publish("call_end", json!({}), Broadcast::channel(channel_id))
+            .await;
+    }
     // The post first (as upstream's cleanup does), then the departures.
     if let Err(e) = update_call_post_ended(app, &call, &participants).await {
         tracing::error!(error = %e, "failed to update call post");
@@ -175,8 +203,9 @@ pub async fn force_cleanup(app: &App, channel_id: &str, call_id: &str) -> Result
         )
         .await;
     }
-    Ok(())
+    Ok(true)
 }
+
 async fn update_call_post_ended(app: &App, call: &Call, participants: &[String]) -> Result<()> {
     if call.post_id.is_empty() {
         return Ok(());

@@ -11,8 +11,12 @@
 //! - The session lifecycle: [`join`] (join, reconnect), [`session_task`] (one task
 //!   per session runs its [`actions`] in order), [`leave`] (leave, end, forced
 //!   cleanup), [`media_events`] (what the media side reports, acted on).
-//! - [`media`]: where calls' media runs (the integrated SFU or rtcd) and its
-//!   lifecycle, behind one interface.
+//! - [`media`]: where calls' media runs (the integrated SFU, another node's, or
+//!   rtcd) and its lifecycle, behind one interface.
+//! - The cluster: [`cluster_message`] (upstream's messages between nodes),
+//!   [`cluster_events`] (those received, acted on), [`peers`] (sessions whose media
+//!   is here and whose websocket is on another node), [`node_failure`] (the calls of
+//!   a node that died, ended).
 //! - State and rules: [`app`] (the shared state and publishing), [`calls`] (pure call
 //!   rules), [`model`], [`store`] (the database), [`sessions`] (this node's
 //!   sessions), [`call_lock`] over the cluster [`mutex`], [`rate_limit`].
@@ -30,6 +34,8 @@ pub mod app;
 pub mod call_lock;
 pub mod calls;
 pub mod client_message;
+pub mod cluster_events;
+pub mod cluster_message;
 pub mod config;
 pub mod hooks;
 pub mod host_api;
@@ -41,6 +47,8 @@ pub mod media_events;
 pub mod metrics;
 pub mod model;
 pub mod mutex;
+pub mod node_failure;
+pub mod peers;
 pub mod rate_limit;
 pub mod session_task;
 pub mod sessions;

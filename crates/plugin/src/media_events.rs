@@ -1,7 +1,7 @@
 //! What the media side reports about this node's sessions, acted on: answers and
 //! server offers go to the session's connection as `signal`, voice activity to the
 //! call's participants, and a session whose media ended leaves its call (as
-//! upstream). It sits above session removal so that the media component never has
+//! upstream), wherever its websocket is. It sits above session removal so that the media component never has
 //! to know about it.
 
 use serde_json::json;
@@ -19,6 +19,11 @@ pub async fn run(app: App, mut events: MediaEvents) {
             MediaEvent::Closed { session_id } => {
                 if let Some(local) = app.sessions.get_by_session_id(&session_id) {
                     end_session(&app, &local.channel_id, &session_id);
+                } else if let Some(route) = app.peers.get(&session_id) {
+                    // Its websocket is on another node: the removal here tells that
+                    // node (as upstream's close callback, the call's state is changed
+                    // where its media was).
+                    end_session(&app, &route.media.channel_id, &session_id);
                 }
             }
         }
@@ -28,10 +33,10 @@ pub async fn run(app: App, mut events: MediaEvents) {
 /// `user_voice_on` / `user_voice_off` to the channel's participants (not reliable
 /// upstream: a lost one is corrected by the next).
 async fn voice(app: &App, session_id: &str, on: bool) {
-    let Some(local) = app.sessions.get_by_session_id(session_id) else {
+    let Some((user_id, _, channel_id)) = app.recipient(session_id) else {
         return;
     };
-    let state = match app.load_state(&local.channel_id).await {
+    let state = match app.load_state(&channel_id).await {
         Ok(Some(st)) => st,
         Ok(None) => return,
         Err(e) => {
@@ -46,7 +51,7 @@ async fn voice(app: &App, session_id: &str, on: bool) {
     };
     app.publish_to_participants(
         event,
-        json!({"userID": local.user_id, "session_id": session_id}),
+        json!({"userID": user_id, "session_id": session_id}),
         &state,
     )
     .await;

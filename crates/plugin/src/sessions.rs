@@ -13,6 +13,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc;
 
 use super::client_message::Queued;
+use super::media::MediaSession;
 use calls_service::rate::TokenBucket;
 
 /// KV key remembering a session's current connection when it differs from the
@@ -88,6 +89,16 @@ impl LocalSession {
                 messages: mrx,
             },
         )
+    }
+
+    /// Whom its media operations are for.
+    pub fn media(&self) -> MediaSession {
+        MediaSession {
+            session_id: self.original_conn_id.clone(),
+            call_id: self.call_id.clone(),
+            user_id: self.user_id.clone(),
+            channel_id: self.channel_id.clone(),
+        }
     }
 
     pub fn signal(&self, s: Signal) {

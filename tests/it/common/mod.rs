@@ -85,6 +85,14 @@ pub struct HostProc {
 
 impl Drop for HostProc {
     fn drop(&mut self) {
+        // A failing test shows what the host and its plugin said.
+        if std::thread::panicking() {
+            eprintln!(
+                "----- log of the host at {} -----\n{}",
+                self.base,
+                self.log()
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         // The plugin dies with the host's process group? Not necessarily: kill it.
@@ -120,10 +128,96 @@ impl HostProc {
             ),
             Backend::Postgres => fresh_postgres().await,
         };
-        let rtc_port = free_rtc_port();
+        HostProc::spawn(dir, db_url, license, ip, &[], env, free_rtc_port())
+    }
+
+    /// A node of cluster `cluster` on database `db_url`, listening (API and RTC) on
+    /// `ip`, with its own data dir.
+    pub fn start_node(db_url: &str, cluster: &str, ip: &str, env: &[(&str, &str)]) -> HostProc {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port_on(ip);
+        HostProc::spawn(
+            dir,
+            db_url.to_string(),
+            "enterprise",
+            ip,
+            &["--cluster", cluster],
+            env,
+            port,
+        )
+    }
+
+    /// Stops the host as an admin's restart does (SIGTERM: plugins deactivated),
+    /// waiting for it to exit.
+    pub fn stop_gracefully(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let end = std::time::Instant::now() + Duration::from_secs(15);
+        while std::time::Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the host did not stop on SIGTERM");
+    }
+
+    /// Starts `calls-host` again on the same data dir, database, address, port
+    /// and arguments (a node restarting); the old process is killed if it still runs.
+    pub fn restart(self, cluster: &str, env: &[(&str, &str)]) -> HostProc {
+        let mut me = self;
+        let _ = me.child.kill();
+        let _ = me.child.wait();
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f", &me.dir.path().display().to_string()])
+            .status();
+        let ip = me
+            .base
+            .trim_start_matches("http://")
+            .rsplit_once(':')
+            .map(|(ip, _)| ip.to_string())
+            .unwrap();
+        let listen = me.base.trim_start_matches("http://").to_string();
+        // Moves the data dir into the new process (the old handle must not delete it).
+        let dir = std::mem::replace(&mut me.dir, tempfile::tempdir().unwrap());
+        let db = me.db_url.clone();
+        let port = me.rtc_port;
+        let args = ["--cluster", cluster];
+        let mut h = HostProc::spawn_at(dir, db, "enterprise", &ip, &listen, &args, env, port);
+        h.base = me.base.clone();
+        h
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn spawn(
+        dir: tempfile::TempDir,
+        db_url: String,
+        license: &str,
+        ip: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        rtc_port: u16,
+    ) -> HostProc {
+        let listen = format!("{ip}:0");
+        HostProc::spawn_at(dir, db_url, license, ip, &listen, args, env, rtc_port)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_at(
+        dir: tempfile::TempDir,
+        db_url: String,
+        license: &str,
+        ip: &str,
+        listen: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        rtc_port: u16,
+    ) -> HostProc {
+        let log = std::fs::File::create(dir.path().join("host.log")).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_calls-host"))
             .arg("--listen")
-            .arg(format!("{ip}:0"))
+            .arg(listen)
             .args([
                 "--metrics-listen",
                 "127.0.0.1:0",
@@ -135,14 +229,15 @@ impl HostProc {
                 "--data-dir",
             ])
             .arg(dir.path())
+            .args(args)
             .env("RUST_LOG", "info,calls_plugin=debug,calls_host=debug,calls_rtcd=debug,calls_rtc=debug,calls_sfu=debug")
-            // The plugin inherits these: its own RTC port, advertised on loopback.
+            // The plugin inherits these: its own RTC port, advertised on `ip`.
             .env("MM_CALLS_UDP_SERVER_PORT", rtc_port.to_string())
             .env("MM_CALLS_TCP_SERVER_PORT", rtc_port.to_string())
             .env("MM_CALLS_ICE_HOST_OVERRIDE", ip)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::from(log))
             .spawn()
             .unwrap();
         let addrs = announced(
@@ -160,6 +255,24 @@ impl HostProc {
             http: reqwest::Client::new(),
             rtc_port,
         }
+    }
+
+    /// What the host and its plugin logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("host.log")).unwrap_or_default()
+    }
+
+    /// Logs in an existing user; returns the token.
+    pub async fn login(&self, name: &str) -> String {
+        let resp = self
+            .http
+            .post(self.url("/api/v4/users/login"))
+            .json(&json!({"login_id": name, "password": "password1"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.headers()["Token"].to_str().unwrap().to_string()
     }
 
     /// The plugin's Prometheus text (asserts a 200).
@@ -231,15 +344,7 @@ impl HostProc {
             .post(admin_token, "/api/v4/users", json!({"username": name, "email": format!("{name}@example.com"), "password": "password1"}))
             .await;
         assert_eq!(s, 201, "create user: {u}");
-        let resp = self
-            .http
-            .post(self.url("/api/v4/users/login"))
-            .json(&json!({"login_id": name, "password": "password1"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        let token = resp.headers()["Token"].to_str().unwrap().to_string();
+        let token = self.login(name).await;
         (u["id"].as_str().unwrap().to_string(), token)
     }
 

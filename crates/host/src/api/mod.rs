@@ -27,12 +27,25 @@ pub use plugins::{start_plugin, stop_plugin};
 pub use proxy::{metrics_router, start_enabled_plugins};
 pub use users::{insert_user, valid_username, NewUserFields};
 
+/// Mattermost's ping; a cluster node also names itself (`NodeId`, and Mattermost's
+/// `X-Cluster-Id` header), so that a client behind a load balancer can tell which
+/// node answered.
+async fn ping(axum::extract::State(host): axum::extract::State<Host>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let node = host.node_id().to_string();
+    if node.is_empty() {
+        return Json(json!({"status": "OK"})).into_response();
+    }
+    (
+        [("X-Cluster-Id", node.clone())],
+        Json(json!({"status": "OK", "NodeId": node})),
+    )
+        .into_response()
+}
+
 pub fn router(host: Host) -> Router {
     Router::new()
-        .route(
-            "/api/v4/system/ping",
-            get(|| async { Json(json!({"status": "OK"})) }),
-        )
+        .route("/api/v4/system/ping", get(ping))
         .route("/api/v4/users", post(users::create_user))
         .route("/api/v4/users/login", post(users::login))
         .route("/api/v4/users/logout", post(users::logout))

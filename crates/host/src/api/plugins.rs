@@ -49,9 +49,10 @@ pub(super) async fn upload_plugin(
     })?;
     let dir = host.plugins_dir();
     let limits = host.bundle_limits;
+    let bytes = bundle.clone();
     let manifest = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&dir)?;
-        install_bundle(&dir, &bundle, limits)
+        install_bundle(&dir, &bytes, limits)
     })
     .await
     .map_err(|e| ApiError::bad("app.plugin.extract.app_error", e.to_string()))?
@@ -61,6 +62,26 @@ pub(super) async fn upload_plugin(
         version = manifest.version,
         "plugin installed"
     );
+    // Every node of a cluster installs it from the database (as Mattermost's nodes
+    // from its shared file store).
+    if let Some(c) = &host.cluster {
+        c.put_bundle(&manifest.id, &manifest.version, &bundle)
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "app.plugin.store_bundle.app_error",
+                    e.to_string(),
+                )
+            })?;
+        c.send(
+            "",
+            crate::cluster::Message::BundleChanged {
+                plugin_id: manifest.id.clone(),
+            },
+        )
+        .await;
+    }
     // A reinstall of an enabled plugin restarts it on the new bundle.
     if host.plugin_enabled_in_config(&manifest.id) {
         stop_plugin(&host, &manifest.id).await;
@@ -103,6 +124,9 @@ pub async fn start_plugin(host: &Host, id: &str) -> ApiResult<()> {
     if sup.contains_key(id) {
         return Ok(());
     }
+    if let Some(c) = &host.cluster {
+        c.set_plugin_version(id, Some(&manifest.version));
+    }
     let s = plugins::supervise(plugins::StartSpec {
         id: id.to_string(),
         dir,
@@ -117,16 +141,19 @@ pub async fn start_plugin(host: &Host, id: &str) -> ApiResult<()> {
 }
 
 pub async fn stop_plugin(host: &Host, id: &str) {
+    if let Some(c) = &host.cluster {
+        c.set_plugin_version(id, None);
+    }
     let s = host.plugins.lock().await.remove(id);
     if let Some(s) = s {
         s.stop().await;
     }
 }
 
-pub(super) fn set_plugin_state(host: &Host, id: &str, enable: bool) -> ApiResult<()> {
+pub(super) async fn set_plugin_state(host: &Host, id: &str, enable: bool) -> ApiResult<()> {
     let mut cfg = host.config.read().clone();
     cfg["PluginSettings"]["PluginStates"][id] = json!({"Enable": enable});
-    host.save_config(cfg).map_err(|e| {
+    host.save_config(cfg).await.map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "app.save_config.error",
@@ -142,7 +169,7 @@ pub(super) async fn enable_plugin(
 ) -> ApiResult {
     require_admin(&host, &h, &Method::POST).await?;
     read_manifest(&host.plugins_dir().join(&id)).map_err(|_| ApiError::not_found("plugin"))?;
-    set_plugin_state(&host, &id, true)?;
+    set_plugin_state(&host, &id, true).await?;
     start_plugin(&host, &id).await?;
     // Report activation failures to the caller, as Mattermost does.
     for _ in 0..300 {
@@ -158,7 +185,7 @@ pub(super) async fn enable_plugin(
             Some((true, _)) => return Ok(Json(json!({"status": "OK"})).into_response()),
             Some((false, Some(msg))) => {
                 stop_plugin(&host, &id).await;
-                set_plugin_state(&host, &id, false)?;
+                set_plugin_state(&host, &id, false).await?;
                 return Err(ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "app.plugin.activate.app_error",
@@ -182,7 +209,7 @@ pub(super) async fn disable_plugin(
     Path(id): Path<String>,
 ) -> ApiResult {
     require_admin(&host, &h, &Method::POST).await?;
-    set_plugin_state(&host, &id, false)?;
+    set_plugin_state(&host, &id, false).await?;
     stop_plugin(&host, &id).await;
     Ok(Json(json!({"status": "OK"})).into_response())
 }
@@ -234,7 +261,7 @@ pub(super) async fn put_config(State(host): State<Host>, h: HeaderMap, body: Byt
             }
         }
     }
-    host.save_config(merged.clone()).map_err(|e| {
+    host.save_config(merged.clone()).await.map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "app.save_config.error",

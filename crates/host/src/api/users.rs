@@ -224,6 +224,13 @@ pub(super) async fn logout(State(host): State<Host>, h: HeaderMap) -> ApiResult 
         // As Mattermost: a revoked login keeps no websocket.
         let closed = host.hub.end_session(&sid);
         tracing::debug!(closed, "logout: websockets of the session closed");
+        if let Some(c) = &host.cluster {
+            c.send(
+                "",
+                crate::cluster::Message::LoginRevoked { session_id: sid },
+            )
+            .await;
+        }
     }
     Ok(Json(json!({"status": "OK"})).into_response())
 }

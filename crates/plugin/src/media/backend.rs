@@ -3,7 +3,6 @@
 
 use super::rtcd_pool::PoolError;
 use crate::client_message::{ClientIce, ClientSdp};
-use crate::sessions::LocalSession;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {
@@ -11,6 +10,8 @@ pub enum MediaError {
     NoRtcServer,
     #[error("the call's rtcd host is not connected")]
     RtcdGone,
+    #[error("cluster message to the call's node not sent: {0}")]
+    Cluster(String),
     #[error("cannot start the RTC server on {addr}: {source}")]
     Start {
         addr: String,
@@ -36,23 +37,33 @@ pub struct JoinOptions {
     pub av1: bool,
 }
 
+/// Whom a media operation is for: a session of a call, wherever its websocket is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaSession {
+    /// The connection id of its join.
+    pub session_id: String,
+    pub call_id: String,
+    pub user_id: String,
+    pub channel_id: String,
+}
+
 /// One call's media, whichever backend it runs on. Sessions are named by their
 /// session id (the connection id of their join).
 #[async_trait::async_trait]
 pub trait CallMedia: Send + Sync {
-    async fn add_session(&self, s: &LocalSession, opts: JoinOptions) -> Result<(), MediaError>;
+    async fn add_session(&self, s: &MediaSession, opts: JoinOptions) -> Result<(), MediaError>;
     /// The session's websocket moved to this node: signaling for it comes here now.
-    async fn reconnected(&self, s: &LocalSession) -> Result<(), MediaError>;
+    async fn reconnected(&self, s: &MediaSession) -> Result<(), MediaError>;
     async fn remove_session(&self, session_id: &str) -> Result<(), MediaError>;
     /// A client's description. For an offer, the answer when the backend gives it at
     /// once (the integrated SFU); rtcd answers later, as a [`MediaEvent::Signal`].
-    async fn sdp(&self, s: &LocalSession, sdp: ClientSdp) -> Result<Option<String>, MediaError>;
-    async fn candidate(&self, s: &LocalSession, ice: ClientIce) -> Result<(), MediaError>;
-    async fn set_muted(&self, s: &LocalSession, muted: bool) -> Result<(), MediaError>;
+    async fn sdp(&self, s: &MediaSession, sdp: ClientSdp) -> Result<Option<String>, MediaError>;
+    async fn candidate(&self, s: &MediaSession, ice: ClientIce) -> Result<(), MediaError>;
+    async fn set_muted(&self, s: &MediaSession, muted: bool) -> Result<(), MediaError>;
     /// A screen or video stream starts (`Some` stream id) or stops (`None`).
     async fn set_stream(
         &self,
-        s: &LocalSession,
+        s: &MediaSession,
         kind: StreamKind,
         stream_id: Option<String>,
     ) -> Result<(), MediaError>;

@@ -5,11 +5,10 @@ use calls_rtc::shell::{Command, Note, RtcServer};
 use calls_sfu::datachannel::SessionDescription;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::backend::{CallMedia, JoinOptions, MediaError, MediaEvent, StreamKind};
+use super::backend::{CallMedia, JoinOptions, MediaError, MediaEvent, MediaSession, StreamKind};
 use crate::client_message::{ClientIce, ClientSdp};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::sessions::LocalSession;
 
 pub(super) struct Integrated {
     rtc: parking_lot::RwLock<Option<RtcServer>>,
@@ -138,18 +137,18 @@ pub(super) struct IntegratedSfu {
 
 #[async_trait::async_trait]
 impl CallMedia for IntegratedSfu {
-    async fn add_session(&self, s: &LocalSession, opts: JoinOptions) -> Result<(), MediaError> {
+    async fn add_session(&self, s: &MediaSession, opts: JoinOptions) -> Result<(), MediaError> {
         self.rtc.send(Command::AddSession {
             group: calls_sfu::DEFAULT_GROUP.to_string(),
             call_id: s.call_id.clone(),
-            session_id: s.original_conn_id.clone(),
+            session_id: s.session_id.clone(),
             dc_signaling: opts.dc_signaling,
             av1: opts.av1,
         });
         Ok(())
     }
 
-    async fn reconnected(&self, _: &LocalSession) -> Result<(), MediaError> {
+    async fn reconnected(&self, _: &MediaSession) -> Result<(), MediaError> {
         // Its signaling goes wherever the session's connection is now.
         Ok(())
     }
@@ -161,8 +160,8 @@ impl CallMedia for IntegratedSfu {
         Ok(())
     }
 
-    async fn sdp(&self, s: &LocalSession, sdp: ClientSdp) -> Result<Option<String>, MediaError> {
-        let session_id = s.original_conn_id.clone();
+    async fn sdp(&self, s: &MediaSession, sdp: ClientSdp) -> Result<Option<String>, MediaError> {
+        let session_id = s.session_id.clone();
         if sdp.desc.kind == "offer" {
             let answer = self.rtc.offer(&session_id, sdp.desc.sdp).await?;
             return Ok(Some(SessionDescription::answer(answer).to_json()));
@@ -174,17 +173,17 @@ impl CallMedia for IntegratedSfu {
         Ok(None)
     }
 
-    async fn candidate(&self, s: &LocalSession, ice: ClientIce) -> Result<(), MediaError> {
+    async fn candidate(&self, s: &MediaSession, ice: ClientIce) -> Result<(), MediaError> {
         self.rtc.send(Command::Candidate {
-            session_id: s.original_conn_id.clone(),
+            session_id: s.session_id.clone(),
             candidate: ice.candidate,
         });
         Ok(())
     }
 
-    async fn set_muted(&self, s: &LocalSession, muted: bool) -> Result<(), MediaError> {
+    async fn set_muted(&self, s: &MediaSession, muted: bool) -> Result<(), MediaError> {
         self.rtc.send(Command::Mute {
-            session_id: s.original_conn_id.clone(),
+            session_id: s.session_id.clone(),
             muted,
         });
         Ok(())
@@ -192,11 +191,11 @@ impl CallMedia for IntegratedSfu {
 
     async fn set_stream(
         &self,
-        s: &LocalSession,
+        s: &MediaSession,
         kind: StreamKind,
         stream_id: Option<String>,
     ) -> Result<(), MediaError> {
-        let session_id = s.original_conn_id.clone();
+        let session_id = s.session_id.clone();
         self.rtc.send(match kind {
             StreamKind::Video => Command::VideoStream {
                 session_id,

@@ -8,12 +8,15 @@
 //! - `backend`: what every backend offers (`CallMedia`) and reports (`MediaEvent`).
 //! - `integrated`: the integrated SFU, started when a call first needs it, replaced
 //!   when its thread died.
+//! - `remote`: a call whose integrated SFU is on another node of the cluster, reached
+//!   through cluster messages.
 //! - `rtcd`: a call's rtcd host, the fleet's credentials and its start.
 //! - `rtcd_pool`, `rtcd_client`: the rtcd fleet behind `RTCDServiceURL` and one
 //!   authenticated websocket client per host.
 
 mod backend;
 mod integrated;
+mod remote;
 mod rtcd;
 pub mod rtcd_client;
 pub mod rtcd_pool;
@@ -27,10 +30,11 @@ pub use super::client_message::{ClientIce, ClientSdp};
 use super::config::Config;
 use super::host_api::HostApi;
 use super::metrics::Metrics;
-use super::sessions::LocalSession;
-pub use backend::{CallMedia, JoinOptions, MediaError, MediaEvent, StreamKind};
+use super::model::CallProps;
+pub use backend::{CallMedia, JoinOptions, MediaError, MediaEvent, MediaSession, StreamKind};
 use calls_rtc::shell::Note;
 use calls_wire::rtcd::Envelope;
+pub use remote::Relay;
 use rtcd_pool::PoolError;
 
 /// Inbound media events of both backends, as one stream.
@@ -62,26 +66,45 @@ pub struct Media {
     fleet: rtcd::Fleet,
     /// Calls whose media runs on rtcd: call id → host.
     call_hosts: RwLock<HashMap<String, String>>,
+    /// Calls whose media runs on another node's integrated SFU: call id → node id.
+    call_nodes: RwLock<HashMap<String, String>>,
+    /// This node's cluster messages.
+    pub relay: Relay,
 }
 
 impl Media {
-    pub fn new(host: HostApi, diagnostic_id: String) -> (Media, MediaEvents) {
+    /// `node_id`: this node's id in its cluster, empty on a single host.
+    pub fn new(host: HostApi, diagnostic_id: String, node_id: String) -> (Media, MediaEvents) {
         let (notes_tx, notes) = mpsc::unbounded_channel();
         let (rtcd_tx, rtcd) = mpsc::unbounded_channel();
         let media = Media {
             integrated: integrated::Integrated::new(notes_tx),
-            fleet: rtcd::Fleet::new(host, diagnostic_id, rtcd_tx),
+            fleet: rtcd::Fleet::new(host.clone(), diagnostic_id, rtcd_tx),
             call_hosts: Default::default(),
+            call_nodes: Default::default(),
+            relay: Relay { host, node_id },
         };
         (media, MediaEvents { notes, rtcd })
     }
 
-    /// The media of a call: its rtcd host if it has one, else the integrated SFU.
+    /// The media of a call: its rtcd host if it has one, the node it runs on if that is
+    /// another, else this node's integrated SFU.
     pub fn for_call(&self, call_id: &str) -> Result<Box<dyn CallMedia>, MediaError> {
         if let Some(host) = self.call_host(call_id) {
             let pool = self.fleet.pool().ok_or(MediaError::RtcdGone)?;
             return Ok(Box::new(rtcd::RtcdHost { pool, host }));
         }
+        if let Some(node_id) = self.call_nodes.read().get(call_id).cloned() {
+            return Ok(Box::new(remote::RemoteNode {
+                relay: self.relay.clone(),
+                node_id,
+            }));
+        }
+        self.local_sfu()
+    }
+
+    /// This node's integrated SFU, for the calls it hosts.
+    pub fn local_sfu(&self) -> Result<Box<dyn CallMedia>, MediaError> {
         self.integrated
             .running()
             .map(|rtc| Box::new(integrated::IntegratedSfu { rtc }) as Box<dyn CallMedia>)
@@ -109,8 +132,34 @@ impl Media {
         }
     }
 
+    /// Records where a call's media runs, from its props: an rtcd host, another
+    /// node, or (nothing to record) this node.
+    pub fn track_call(&self, call_id: &str, props: &CallProps) {
+        if props.rtcd_host.is_empty() {
+            if !props.node_id.is_empty() && props.node_id != self.relay.node_id {
+                self.call_nodes
+                    .write()
+                    .insert(call_id.to_string(), props.node_id.clone());
+            }
+            return;
+        }
+        self.track_call_host(call_id, &props.rtcd_host);
+    }
+
+    /// Whether the call's media, as tracked, is this node's integrated SFU.
+    pub fn is_local(&self, call_id: &str) -> bool {
+        !self.call_hosts.read().contains_key(call_id)
+            && !self.call_nodes.read().contains_key(call_id)
+    }
+
+    /// Whether this node runs the call's media (its integrated SFU hosts it).
+    pub fn hosts_call(&self, props: &CallProps) -> bool {
+        props.rtcd_host.is_empty()
+            && (props.node_id.is_empty() || props.node_id == self.relay.node_id)
+    }
+
     /// Records that a call's media runs on rtcd `host` (nothing for "").
-    pub fn track_call_host(&self, call_id: &str, host: &str) {
+    fn track_call_host(&self, call_id: &str, host: &str) {
         if host.is_empty() {
             return;
         }
@@ -128,6 +177,7 @@ impl Media {
 
     /// The call ended: its rtcd host has one call less.
     pub fn call_ended(&self, call_id: &str) {
+        self.call_nodes.write().remove(call_id);
         if let Some(host) = self.call_hosts.write().remove(call_id) {
             if let Some(p) = self.fleet.pool() {
                 p.call_ended(&host);
@@ -157,10 +207,10 @@ impl Media {
 
     /// A session's signaling now comes to this process (a reconnect here, or a session
     /// recovered at activation): its call's backend is told; a failure is logged.
-    pub async fn reconnected(&self, s: &LocalSession) {
+    pub async fn reconnected(&self, s: &MediaSession) {
         let moved = async { self.for_call(&s.call_id)?.reconnected(s).await };
         if let Err(e) = moved.await {
-            tracing::warn!(session_id = s.original_conn_id, error = %e, "media did not take the reconnect");
+            tracing::warn!(session_id = s.session_id, error = %e, "media did not take the reconnect");
         }
     }
 

@@ -7,12 +7,11 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use serde_json::json;
 
-use super::backend::{CallMedia, JoinOptions, MediaError, MediaEvent, StreamKind};
+use super::backend::{CallMedia, JoinOptions, MediaError, MediaEvent, MediaSession, StreamKind};
 use super::rtcd_client::Inbound;
 use super::rtcd_pool::{parse_url, PoolError, RtcdPool, ServiceUrl};
 use crate::client_message::{ClientIce, ClientSdp};
 use crate::host_api::HostApi;
-use crate::sessions::LocalSession;
 use calls_wire::proto;
 use calls_wire::rtcd::{rtc_type, Envelope, Join, RtcMessage};
 
@@ -160,9 +159,9 @@ impl RtcdHost {
     }
 
     /// An `rtc` message for one of the call's sessions.
-    async fn rtc(&self, s: &LocalSession, t: i64, data: Option<Vec<u8>>) -> Result<(), MediaError> {
+    async fn rtc(&self, s: &MediaSession, t: i64, data: Option<Vec<u8>>) -> Result<(), MediaError> {
         self.send(Envelope::Rtc(RtcMessage {
-            session_id: s.original_conn_id.clone(),
+            session_id: s.session_id.clone(),
             user_id: s.user_id.clone(),
             msg_type: t,
             data,
@@ -174,11 +173,11 @@ impl RtcdHost {
 
 #[async_trait::async_trait]
 impl CallMedia for RtcdHost {
-    async fn add_session(&self, s: &LocalSession, opts: JoinOptions) -> Result<(), MediaError> {
+    async fn add_session(&self, s: &MediaSession, opts: JoinOptions) -> Result<(), MediaError> {
         self.send(Envelope::Join(Join {
             call_id: s.call_id.clone(),
             user_id: s.user_id.clone(),
-            session_id: s.original_conn_id.clone(),
+            session_id: s.session_id.clone(),
             channel_id: s.channel_id.clone(),
             av1_support: opts.av1,
             dc_signaling: opts.dc_signaling,
@@ -186,9 +185,9 @@ impl CallMedia for RtcdHost {
         .await
     }
 
-    async fn reconnected(&self, s: &LocalSession) -> Result<(), MediaError> {
+    async fn reconnected(&self, s: &MediaSession) -> Result<(), MediaError> {
         self.send(Envelope::Reconnect {
-            session_id: s.original_conn_id.clone(),
+            session_id: s.session_id.clone(),
         })
         .await
     }
@@ -200,18 +199,18 @@ impl CallMedia for RtcdHost {
         .await
     }
 
-    async fn sdp(&self, s: &LocalSession, sdp: ClientSdp) -> Result<Option<String>, MediaError> {
+    async fn sdp(&self, s: &MediaSession, sdp: ClientSdp) -> Result<Option<String>, MediaError> {
         // rtcd takes the description as plain JSON, answered later as an `rtc` message.
         self.rtc(s, rtc_type::SDP, Some(sdp.raw)).await?;
         Ok(None)
     }
 
-    async fn candidate(&self, s: &LocalSession, ice: ClientIce) -> Result<(), MediaError> {
+    async fn candidate(&self, s: &MediaSession, ice: ClientIce) -> Result<(), MediaError> {
         self.rtc(s, rtc_type::ICE, Some(ice.json.into_bytes()))
             .await
     }
 
-    async fn set_muted(&self, s: &LocalSession, muted: bool) -> Result<(), MediaError> {
+    async fn set_muted(&self, s: &MediaSession, muted: bool) -> Result<(), MediaError> {
         let t = if muted {
             rtc_type::MUTE
         } else {
@@ -222,7 +221,7 @@ impl CallMedia for RtcdHost {
 
     async fn set_stream(
         &self,
-        s: &LocalSession,
+        s: &MediaSession,
         kind: StreamKind,
         stream_id: Option<String>,
     ) -> Result<(), MediaError> {
