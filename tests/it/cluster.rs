@@ -443,3 +443,110 @@ async fn on_rtcd_media_keeps_flowing_while_a_node_restarts() {
     );
     c.nodes.insert(0, a);
 }
+
+/// Counts the lines of a log that contain `what`.
+fn count(log: &str, what: &str) -> usize {
+    log.lines().filter(|l| l.contains(what)).count()
+}
+
+/// Waits until a node's log contains `what`.
+async fn logged(h: &HostProc, what: &str, within: Duration) -> bool {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if h.log().contains(what) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Bad input on the cluster bus: notifications that do not decode, and plugin
+/// events whose data is not a cluster message, are logged once (not per message)
+/// and dropped; events between the nodes go on. A node reporting another plugin
+/// version is named in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_cluster_messages_are_dropped_and_mixed_versions_reported() {
+    use base64::Engine;
+    let c = Cluster::start(2, &[]).await;
+    let s = c
+        .setup(&["alice", "bob"], json!({"DefaultEnabled": true}))
+        .await;
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    let db = a.db().await;
+    let calls_db::Db::Postgres(pool) = &db else {
+        unreachable!()
+    };
+    let channel = calls_host::cluster::bus::channel_name(&c.name);
+    let from = node_id(a).await;
+    let bad_plugin_event = json!({
+        "from": from, "kind": "plugin_event", "plugin_id": "com.mattermost.calls",
+        "id": "connect",
+        "data": base64::engine::general_purpose::STANDARD.encode(b"{not json"),
+    })
+    .to_string();
+    let unknown_type = json!({
+        "from": from, "kind": "plugin_event", "plugin_id": "com.mattermost.calls",
+        "id": "no_such_type", "data": base64::engine::general_purpose::STANDARD.encode(b"{}"),
+    })
+    .to_string();
+    for _ in 0..20 {
+        for payload in [
+            "garbage",
+            r#"{"from":"x","kind":"no_such_kind"}"#,
+            r#"{"ref": 999999999}"#,
+            bad_plugin_event.as_str(),
+            unknown_type.as_str(),
+        ] {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(&channel)
+                .bind(payload)
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+    }
+    // The nodes still talk: alice on A starts a call, bob on B sees it and joins.
+    let mut bob_ws = Ws::connect(b, &b.login("bob").await).await;
+    let mut al = MediaClient::join(a, &a.login("alice").await, &s.channel, false).await;
+    bob_ws.expect("call_start").await;
+    bob_ws.join(&s.channel).await;
+    bob_ws.expect("join").await;
+    al.ws.expect("user_joined").await;
+    assert!(logged(b, "cluster event not handled", Duration::from_secs(5)).await);
+    let log = b.log();
+    assert_eq!(
+        count(&log, "cluster message dropped: it does not decode"),
+        1,
+        "undecodable messages were not logged once:\n{log}"
+    );
+    assert_eq!(
+        count(&log, "cluster event not handled"),
+        1,
+        "bad plugin events were not logged once:\n{log}"
+    );
+
+    // A third node (as its heartbeat says) runs another plugin version.
+    sqlx::query(
+        "INSERT INTO clusternodes (clustername, nodeid, address, version, plugins, startedat, lastpingat) \
+         VALUES ($1, 'oldnode0000000000000000000', 'http://127.0.0.9:8065', '11.0.0', $2, 0, \
+         (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT + 60000)",
+    )
+    .bind(&c.name)
+    .bind(r#"{"com.mattermost.calls":"0.0.1-old"}"#)
+    .execute(pool)
+    .await
+    .unwrap();
+    assert!(
+        logged(
+            a,
+            "cluster nodes run different versions",
+            Duration::from_secs(10)
+        )
+        .await,
+        "mixed versions not reported:\n{}",
+        a.log()
+    );
+    assert!(a.log().contains("0.0.1-old"));
+    drop(al);
+}

@@ -578,3 +578,75 @@ impl HostStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh database on the test PostgreSQL (`CALLS_TEST_POSTGRES`), migrated.
+    async fn fresh_postgres() -> String {
+        let base = std::env::var("CALLS_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        let name = format!("calls_test_{}", new_id());
+        let admin = sqlx::PgPool::connect(&format!("{base}/postgres"))
+            .await
+            .expect("PostgreSQL reachable (set CALLS_TEST_POSTGRES)");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        format!("{base}/{name}")
+    }
+
+    /// Two hosts on one database (two pools: no process-local lock can help) racing
+    /// for the same keys: each compare-and-set has exactly one winner, as the
+    /// plugin's cluster mutex needs. A read-then-write would let both win.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn compare_and_set_has_one_winner_across_hosts() {
+        let url = fresh_postgres().await;
+        let a = HostStore {
+            db: Db::connect(&url, 8).await.unwrap(),
+        };
+        a.migrate().await.unwrap();
+        let b = HostStore {
+            db: Db::connect(&url, 8).await.unwrap(),
+        };
+        for round in 0..40 {
+            let key = format!("mutex_{round}");
+            let tries = (0..8).map(|i| {
+                let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+                let key = key.clone();
+                tokio::spawn(async move {
+                    s.kv_compare_and_set("p", &key, None, &[1], now_ms() + 10_000)
+                        .await
+                        .unwrap()
+                })
+            });
+            let mut winners = 0;
+            for t in tries {
+                winners += usize::from(t.await.unwrap());
+            }
+            assert_eq!(winners, 1, "round {round}: {winners} holders of one lock");
+            // Refresh by the holder's compare-and-set: old value 1 → 1 wins once.
+            let refreshes = futures_util::future::join_all(
+                (0..4).map(|_| a.kv_compare_and_set("p", &key, Some(&[1]), &[2], 0)),
+            )
+            .await;
+            assert_eq!(refreshes.iter().filter(|r| *r.as_ref().unwrap()).count(), 1);
+        }
+        // An expired lock is free again.
+        assert!(a
+            .kv_compare_and_set("p", "gone", None, &[1], now_ms() - 1)
+            .await
+            .unwrap());
+        assert!(b
+            .kv_compare_and_set("p", "gone", None, &[1], 0)
+            .await
+            .unwrap());
+        assert!(!a
+            .kv_compare_and_set("p", "gone", None, &[1], 0)
+            .await
+            .unwrap());
+    }
+}
