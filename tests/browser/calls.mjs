@@ -6,6 +6,8 @@
 import { chromium } from 'playwright-core';
 
 const BASE = process.env.BASE_URL;
+// BASES=<url>,<url>,...: each user's own server (a cluster's nodes), in USERS order.
+const BASES = (process.env.BASES || '').split(',').filter(Boolean);
 const CHANNEL = process.env.CHANNEL_ID;
 const USERS = (process.env.USERS || '').split(',');
 const PASSWORD = process.env.PASSWORD;
@@ -122,6 +124,7 @@ class Person {
   constructor(name, page) { this.name = name; this.page = page; }
 
   static async open(browser, name) {
+    const base = BASES[USERS.indexOf(name)] || BASE;
     const ctx = await browser.newContext();
     const page = await ctx.newPage();
     page.on('console', (m) => { if (m.type() === 'error' || process.env.BROWSER_CONSOLE) step(`${name} console: ${m.text()}`); });
@@ -133,7 +136,7 @@ class Person {
       await page.addInitScript(REAL_PEER);
       if (process.env.BROWSER_CONSOLE) await page.addInitScript(() => { window.callsStubConsole = true; });
     }
-    await page.goto(BASE);
+    await page.goto(base);
     await page.fill('#login', name);
     await page.fill('#password', PASSWORD);
     await page.click('button[type=submit]');
@@ -462,9 +465,66 @@ async function rejoin(browser) {
   console.log(`RESULT ${JSON.stringify({ ok: true, joins, tracks: tracks.length, withoutInfo, trackMs: [at(0.5), at(0.9)] })}`);
 }
 
+// A cluster (BASES: alice on node A, bob on B, carol on C): alice starts the call on
+// A, bob and carol join from their nodes; audio both ways, mute, hand and screen
+// share reach every participant on every node.
+async function cluster(browser) {
+  const [alice, bob, carol] = await Promise.all(USERS.slice(0, 3).map((u) => Person.open(browser, u)));
+  await alice.join();
+  await bob.join();
+  await carol.join();
+  step('alice (A) is heard on B and C; bob (B) is heard on A');
+  await alice.click('mute');
+  await receives(bob, 'audio', 'alice');
+  await receives(carol, 'audio', 'alice');
+  await bob.click('mute');
+  await receives(alice, 'audio', 'bob');
+  step('events from B reach A and C; from A reach B and C');
+  await bob.click('mute');
+  await expectEvent(alice, 'user_muted');
+  await expectEvent(carol, 'user_muted');
+  await stopped(alice, 'audio', 'bob muted', 5);
+  await alice.click('hand');
+  await expectEvent(bob, 'user_raise_hand');
+  await expectEvent(carol, 'user_raise_hand');
+  step('alice shares her screen: bob and carol decode it');
+  await alice.click('screen-on');
+  await expectEvent(bob, 'user_screen_on');
+  await expectEvent(carol, 'user_screen_on');
+  await receives(bob, 'video', 'alice (screen)');
+  await receives(carol, 'video', 'alice (screen)');
+  const sessions = await Promise.all([alice, bob, carol].map((p) => p.sessionId()));
+  console.log(`RESULT ${JSON.stringify({ ok: true, sessions, participants: (await carol.participants()).length })}`);
+}
+
+// Behind a load balancer (BASE is nginx): two participants talk; bob's websocket
+// drops and comes back through the balancer, and his session stays.
+async function balanced(browser) {
+  // One after the other, so that the balancer sees alice's websocket open when bob's
+  // comes (it spreads them by open connections).
+  const alice = await Person.open(browser, USERS[0]);
+  await waitFor("alice's websocket", async () => ({ ok: await alice.page.evaluate(() => window.callsStub.state.ws?.readyState === 1) }));
+  const bob = await Person.open(browser, USERS[1]);
+  await alice.join();
+  await bob.join();
+  await alice.click('mute');
+  await receives(bob, 'audio', 'alice');
+  await bob.click('mute');
+  await receives(alice, 'audio', 'bob');
+  const bobSession = await bob.sessionId();
+  await bob.page.evaluate(() => window.callsStub.dropWebSocket());
+  await waitFor('bob to reconnect', async () => ({ ok: await bob.page.evaluate(() => window.callsStub.state.ws.readyState === 1) }));
+  await sleep(11000);
+  const present = await alice.participants();
+  if (!present.includes(bobSession)) throw new Error(`bob's session ${bobSession} left after reconnect: ${present}`);
+  await receives(alice, 'audio', 'bob (after his reconnect)');
+  await receives(bob, 'audio', 'alice (after his reconnect)');
+  console.log(`RESULT ${JSON.stringify({ ok: true, bob: bobSession })}`);
+}
+
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: FLAGS, headless: true });
 try {
-  const scenarios = { pair, screen, full, restart, crash, pause, relay, rejoin };
+  const scenarios = { pair, screen, full, restart, crash, pause, relay, rejoin, cluster, balanced };
   await scenarios[SCENARIO](browser);
 } catch (e) {
   console.log(`FAILED ${e.stack || e}`);

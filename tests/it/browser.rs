@@ -114,6 +114,28 @@ async fn run_browsers_in(
     netns: Option<&str>,
     env: &[(&str, String)],
 ) -> String {
+    run_scenario(&[h.url("/")], channel, users, scenario, netns, env).await
+}
+
+/// Runs a browser scenario with each user on its own server (`bases[i]` for
+/// `users[i]`, the first for any left): a cluster's nodes, or one load balancer.
+pub async fn run_browsers_at(
+    bases: &[String],
+    channel: &str,
+    users: &[&str],
+    scenario: &str,
+) -> String {
+    run_scenario(bases, channel, users, scenario, None, &[]).await
+}
+
+async fn run_scenario(
+    bases: &[String],
+    channel: &str,
+    users: &[&str],
+    scenario: &str,
+    netns: Option<&str>,
+    env: &[(&str, String)],
+) -> String {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     assert!(
         Path::new("/usr/bin/chromium").exists(),
@@ -128,21 +150,23 @@ async fn run_browsers_in(
         }
         None => tokio::process::Command::new("node"),
     };
+    // Only loopback origins are secure contexts (getUserMedia) by default.
+    let origins: Vec<&str> = bases.iter().map(|b| b.trim_end_matches('/')).collect();
     let child = cmd
         .arg("calls.mjs")
         .current_dir(&dir)
-        .env("BASE_URL", h.url("/"))
+        .env("BASE_URL", &bases[0])
+        .env("BASES", bases.join(","))
         .env("CHANNEL_ID", channel)
         .env("USERS", users.join(","))
         .env("PASSWORD", "password1")
         .env("SCENARIO", scenario)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        // Only loopback origins are secure contexts (getUserMedia) by default.
         .env(
             "CHROMIUM_FLAGS",
             format!(
                 "--unsafely-treat-insecure-origin-as-secure={}",
-                h.url("").trim_end_matches('/')
+                origins.join(",")
             ),
         )
         .stdout(Stdio::piped())

@@ -19,10 +19,17 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start(n: usize, env: &[(&str, &str)]) -> Cluster {
+        Cluster::start_with(n, env, &[]).await
+    }
+
+    /// With more `calls-host` arguments for every node.
+    pub async fn start_with(n: usize, env: &[(&str, &str)], args: &[&str]) -> Cluster {
         let db = fresh_postgres().await;
         let name = format!("c{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let nodes = (0..n)
-            .map(|i| HostProc::start_node(&db, &name, &format!("127.0.0.{}", i + 2), env))
+            .map(|i| {
+                HostProc::start_node_with(&db, &name, &format!("127.0.0.{}", i + 2), env, args)
+            })
             .collect();
         Cluster { name, nodes }
     }
@@ -549,4 +556,166 @@ async fn bad_cluster_messages_are_dropped_and_mixed_versions_reported() {
     );
     assert!(a.log().contains("0.0.1-old"));
     drop(al);
+}
+
+/// Debian's nginx in front of nodes, with `deploy/nginx/calls-cluster.conf` (its
+/// node list and address replaced by the test's).
+struct Nginx {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM: the master stops its workers too (SIGKILL would orphan them).
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Nginx {
+    fn start(port: u16, nodes: &[&HostProc]) -> Nginx {
+        assert!(
+            std::path::Path::new("/usr/sbin/nginx").exists(),
+            "Debian's nginx is required (apt-get install nginx; .ci/run installs it)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let deploy = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("deploy/nginx/calls-cluster.conf"),
+        )
+        .unwrap();
+        let mut servers = String::new();
+        for n in nodes {
+            servers.push_str(&format!(
+                "    server {} max_fails=1 fail_timeout=10s;\n",
+                n.base.trim_start_matches("http://")
+            ));
+        }
+        let mut site = String::new();
+        let mut placed = false;
+        for line in deploy.lines() {
+            let t = line.trim_start();
+            if t.starts_with("server 127.0.0.") {
+                if !placed {
+                    site.push_str(&servers);
+                    placed = true;
+                }
+                continue;
+            }
+            if t.starts_with("listen ") {
+                site.push_str(&format!("    listen 127.0.0.1:{port};\n"));
+                continue;
+            }
+            site.push_str(line);
+            site.push('\n');
+        }
+        assert!(placed, "the deploy config lists no nodes");
+        let d = dir.path().display();
+        std::fs::write(dir.path().join("calls-cluster.conf"), site).unwrap();
+        let main = format!(
+            "daemon off;\nuser root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n access_log {d}/access.log;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
+             include {d}/calls-cluster.conf;\n}}\n"
+        );
+        std::fs::write(dir.path().join("nginx.conf"), main).unwrap();
+        let child = std::process::Command::new("/usr/sbin/nginx")
+            .args(["-p", &d.to_string(), "-c", &format!("{d}/nginx.conf")])
+            .spawn()
+            .unwrap();
+        let end = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < end, "nginx did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nginx { child, _dir: dir }
+    }
+}
+
+/// The nodes (by index) on whose log user `user_id` opened a websocket.
+fn ws_nodes(nodes: &[&HostProc], user_id: &str) -> Vec<usize> {
+    let needle = "websocket connected";
+    let user = format!("user_id=\"{user_id}\"");
+    (0..nodes.len())
+        .filter(|i| {
+            nodes[*i]
+                .log()
+                .lines()
+                .any(|l| l.contains(needle) && l.contains(&user))
+        })
+        .collect()
+}
+
+/// The node where user `user_id` opened its first websocket (log lines start with
+/// their time).
+fn first_ws_node(nodes: &[&HostProc], user_id: &str) -> Option<usize> {
+    let user = format!("user_id=\"{user_id}\"");
+    (0..nodes.len())
+        .filter_map(|i| {
+            let log = nodes[i].log();
+            let first = log
+                .lines()
+                .find(|l| l.contains("websocket connected") && l.contains(&user))?
+                .split_whitespace()
+                .next()?
+                .to_string();
+            Some((first, i))
+        })
+        .min()
+        .map(|(_, i)| i)
+}
+
+/// Real Chromium participants on three nodes: alice on A starts, bob on B and carol
+/// on C join; audio both ways, mute, hand and screen share across nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_on_three_nodes_share_a_call() {
+    let c = Cluster::start(3, &[]).await;
+    let s = c
+        .setup(&["alice", "bob", "carol"], json!({"DefaultEnabled": true}))
+        .await;
+    let bases: Vec<String> = c.nodes.iter().map(|n| n.url("/")).collect();
+    let out =
+        crate::browser::run_browsers_at(&bases, &s.channel, &["alice", "bob", "carol"], "cluster")
+            .await;
+    assert!(out.contains("RESULT"), "{out}");
+    let db = c.nodes[0].db().await;
+    let (_, node, _) = call_row(&db, &s.channel).await.unwrap();
+    assert_eq!(node, node_id(&c.nodes[0]).await, "the call is not on A");
+    let nodes: Vec<&HostProc> = c.nodes.iter().collect();
+    for (i, u) in s.users.iter().enumerate() {
+        assert_eq!(ws_nodes(&nodes, &u.0), vec![i], "user {i}'s websocket");
+    }
+}
+
+/// Through nginx (deploy/nginx): two browsers, each on a different node behind the
+/// balancer, talk; bob's websocket drops and comes back through it; his session stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_behind_nginx_talk_each_on_its_node() {
+    let port = free_port_on("127.0.0.1");
+    let lb = format!("http://127.0.0.1:{port}");
+    let c = Cluster::start_with(2, &[], &["--site-url", &lb]).await;
+    let s = c
+        .setup(&["alice", "bob"], json!({"DefaultEnabled": true}))
+        .await;
+    let nodes: Vec<&HostProc> = c.nodes.iter().collect();
+    let _nginx = Nginx::start(port, &nodes);
+    let out = crate::browser::run_browsers_at(
+        &[format!("{lb}/")],
+        &s.channel,
+        &["alice", "bob"],
+        "balanced",
+    )
+    .await;
+    assert!(out.contains("RESULT"), "{out}");
+    let alice = first_ws_node(&nodes, &s.users[0].0);
+    let bob = first_ws_node(&nodes, &s.users[1].0);
+    assert!(
+        alice.is_some() && bob.is_some(),
+        "alice {alice:?}, bob {bob:?}"
+    );
+    assert_ne!(alice, bob, "alice and bob were balanced onto one node");
 }

@@ -134,17 +134,22 @@ impl HostProc {
     /// A node of cluster `cluster` on database `db_url`, listening (API and RTC) on
     /// `ip`, with its own data dir.
     pub fn start_node(db_url: &str, cluster: &str, ip: &str, env: &[(&str, &str)]) -> HostProc {
+        HostProc::start_node_with(db_url, cluster, ip, env, &[])
+    }
+
+    /// As `start_node`, with more `calls-host` arguments.
+    pub fn start_node_with(
+        db_url: &str,
+        cluster: &str,
+        ip: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> HostProc {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port_on(ip);
-        HostProc::spawn(
-            dir,
-            db_url.to_string(),
-            "enterprise",
-            ip,
-            &["--cluster", cluster],
-            env,
-            port,
-        )
+        let mut all = vec!["--cluster", cluster];
+        all.extend_from_slice(args);
+        HostProc::spawn(dir, db_url.to_string(), "enterprise", ip, &all, env, port)
     }
 
     /// Stops the host as an admin's restart does (SIGTERM: plugins deactivated),
