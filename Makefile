@@ -6,7 +6,7 @@ BUNDLE := dist/$(PLUGIN_ID)-$(VERSION).tar.gz
 DATA_DIR ?= data
 LISTEN ?= 127.0.0.1:8065
 
-.PHONY: build dist run test lint clean bench fuzz fuzz-ci
+.PHONY: build dist run run-cluster test lint clean bench fuzz fuzz-ci
 
 build:
 	$(CARGO) build --release --bins
@@ -25,6 +25,11 @@ dist: build
 # Host + plugin on embedded SQLite, the plugin installed from its bundle.
 run: dist
 	./target/release/calls-host --listen $(LISTEN) --data-dir $(DATA_DIR) --plugin-bundle $(BUNDLE)
+
+# Three nodes on PostgreSQL (127.0.0.2-4:8065) behind nginx on 127.0.0.1:8080, the
+# demo seeded once (scripts/run-cluster.sh; CLUSTER_NODES=2 for two).
+run-cluster: dist
+	./scripts/run-cluster.sh $(BUNDLE)
 
 test:
 	./scripts/test.sh
