@@ -719,3 +719,78 @@ async fn browsers_behind_nginx_talk_each_on_its_node() {
     );
     assert_ne!(alice, bob, "alice and bob were balanced onto one node");
 }
+
+/// A cluster on SQLite is refused at start, with a clear error.
+#[test]
+fn a_cluster_on_sqlite_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_calls-host"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--no-demo",
+            "--cluster",
+            "demo",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--cluster needs a PostgreSQL database"),
+        "{err}"
+    );
+}
+
+/// A plugin disabled through one node stops on every node, enabled through another
+/// starts on every node; a node keeps its id across restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_state_changed_on_any_node_applies_to_all() {
+    let c = Cluster::start(2, &[]).await;
+    c.setup(&["alice"], json!({"DefaultEnabled": true})).await;
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    let (ta, tb) = (a.login("admin").await, b.login("admin").await);
+    let (code, v) = b
+        .post(
+            &tb,
+            "/api/v4/plugins/com.mattermost.calls/disable",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, _) = a.get(&ta, "/plugins/com.mattermost.calls/version").await;
+        if code != 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the plugin still runs on A after B disabled it"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, v) = a
+        .post(
+            &ta,
+            "/api/v4/plugins/com.mattermost.calls/enable",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    wait_for_plugin(b, &tb).await;
+
+    let id = node_id(b).await;
+    let mut c = c;
+    let mut b = c.nodes.remove(1);
+    b.stop_gracefully();
+    let b = b.restart(&c.name, &[]);
+    assert_eq!(
+        node_id(&b).await,
+        id,
+        "the node id changed across a restart"
+    );
+    wait_for_plugin(&b, &b.login("admin").await).await;
+}
