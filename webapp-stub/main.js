@@ -321,6 +321,8 @@
     if (!ev.event) return;
     if (ev.event === 'hello') {
       state.connID = ev.data.connection_id;
+      // Which server (a cluster node) this connection is on.
+      state.serverHostname = ev.data.server_hostname;
       if (!state.originalConnID) state.originalConnID = state.connID;
       return;
     }

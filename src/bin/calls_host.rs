@@ -167,7 +167,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         config_store,
         cluster: cluster.clone(),
         license: license_for(&args.license),
-        hub: Default::default(),
+        hub: calls_host::hub::Hub::named(cluster.as_ref().map_or("", |c| c.node_id.as_str())),
         plugins: Default::default(),
         plugin_state: Default::default(),
         grpc_addr: Default::default(),

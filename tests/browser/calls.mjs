@@ -494,17 +494,28 @@ async function cluster(browser) {
   await receives(bob, 'video', 'alice (screen)');
   await receives(carol, 'video', 'alice (screen)');
   const sessions = await Promise.all([alice, bob, carol].map((p) => p.sessionId()));
-  console.log(`RESULT ${JSON.stringify({ ok: true, sessions, participants: (await carol.participants()).length })}`);
+  const pairs = await Promise.all([alice, bob, carol].map((p) => selectedPair(p)));
+  console.log(`RESULT ${JSON.stringify({ ok: true, sessions, pairs, participants: (await carol.participants()).length })}`);
 }
 
 // Behind a load balancer (BASE is nginx): two participants talk; bob's websocket
 // drops and comes back through the balancer, and his session stays.
 async function balanced(browser) {
-  // One after the other, so that the balancer sees alice's websocket open when bob's
-  // comes (it spreads them by open connections).
   const alice = await Person.open(browser, USERS[0]);
-  await waitFor("alice's websocket", async () => ({ ok: await alice.page.evaluate(() => window.callsStub.state.ws?.readyState === 1) }));
   const bob = await Person.open(browser, USERS[1]);
+  // Each on its own node: the balancer decides where a websocket goes, so bob's
+  // reconnects (a new connection each time, before the call) until it lands on a
+  // node other than alice's. `hello` names the node.
+  const node = (p) => p.page.evaluate(() => (window.callsStub.state.ws?.readyState === 1 ? window.callsStub.state.serverHostname : null));
+  await waitFor('both websockets', async () => ({ ok: (await node(alice)) && (await node(bob)) }));
+  for (let i = 0; i < 10 && (await node(alice)) === (await node(bob)); i++) {
+    await bob.page.evaluate(() => { window.callsStub.state.connID = ''; window.callsStub.dropWebSocket(); });
+    await sleep(1500);
+    await waitFor("bob's websocket", async () => ({ ok: !!(await node(bob)) }));
+  }
+  const nodes = [await node(alice), await node(bob)];
+  if (nodes[0] === nodes[1]) throw new Error(`alice and bob stay on one node: ${nodes}`);
+  step(`alice on ${nodes[0]}, bob on ${nodes[1]}`);
   await alice.join();
   await bob.join();
   await alice.click('mute');
@@ -519,7 +530,7 @@ async function balanced(browser) {
   if (!present.includes(bobSession)) throw new Error(`bob's session ${bobSession} left after reconnect: ${present}`);
   await receives(alice, 'audio', 'bob (after his reconnect)');
   await receives(bob, 'audio', 'alice (after his reconnect)');
-  console.log(`RESULT ${JSON.stringify({ ok: true, bob: bobSession })}`);
+  console.log(`RESULT ${JSON.stringify({ ok: true, bob: bobSession, nodes })}`);
 }
 
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: FLAGS, headless: true });

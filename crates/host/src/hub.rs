@@ -106,9 +106,21 @@ pub struct Attached {
 #[derive(Default, Clone)]
 pub struct Hub {
     conns: Arc<Mutex<HashMap<String, Arc<Conn>>>>,
+    /// What `hello` names as `server_hostname` ("calls-host" when empty).
+    hostname: Arc<str>,
 }
 
 impl Hub {
+    /// A hub whose `hello` names this server (a cluster node: its node id, so that a
+    /// client behind a load balancer can tell which node it is on, as Mattermost's
+    /// hostname does).
+    pub fn named(hostname: &str) -> Hub {
+        Hub {
+            hostname: hostname.into(),
+            ..Default::default()
+        }
+    }
+
     /// Attaches a socket: resumes `(conn_id, seq)` when that connection is dropped,
     /// belongs to the user and still holds every event from `seq`; otherwise a new
     /// connection, which starts with `hello`.
@@ -172,7 +184,12 @@ impl Hub {
                 ended: ended.clone(),
             }),
         });
-        let _ = tx.try_send(hello_frame(&id, server_version, 0));
+        let hostname = if self.hostname.is_empty() {
+            "calls-host"
+        } else {
+            &self.hostname
+        };
+        let _ = tx.try_send(hello_frame(&id, server_version, hostname, 0));
         conns.insert(id, c.clone());
         Attached {
             conn: c,
@@ -276,10 +293,10 @@ pub fn broadcast_field(b: &proto::WebSocketBroadcast) -> Value {
     })
 }
 
-fn hello_frame(conn_id: &str, server_version: &str, seq: i64) -> String {
+fn hello_frame(conn_id: &str, server_version: &str, hostname: &str, seq: i64) -> String {
     json!({
         "event": "hello",
-        "data": {"connection_id": conn_id, "server_version": server_version, "server_hostname": "calls-host"},
+        "data": {"connection_id": conn_id, "server_version": server_version, "server_hostname": hostname},
         "broadcast": {"omit_users": null, "user_id": "", "channel_id": "", "team_id": ""},
         "seq": seq,
     })

@@ -115,12 +115,22 @@ async fn connect(app: &App, m: ClusterMessage) -> Result<(), EventError> {
 /// On the call's node: a session's media ends (it left on its websocket's node).
 async fn disconnect(app: &App, m: &ClusterMessage) -> Result<(), EventError> {
     if app.peers.remove(&m.conn_id).is_none() {
-        // Its media ended here first (and its node was told): nothing left to do.
-        tracing::debug!(
-            session_id = m.conn_id,
-            "disconnect for a session without media here"
-        );
-        return Ok(());
+        match app.sessions.get_by_session_id(&m.conn_id) {
+            // Removed on another node (a host removed it, a forced cleanup) while its
+            // websocket is here: its entry goes too.
+            Some(local) => {
+                local.signal(Signal::Closed);
+                app.sessions.remove_if_same(&local);
+            }
+            // Its media ended here first (and its node was told): nothing left to do.
+            None => {
+                tracing::debug!(
+                    session_id = m.conn_id,
+                    "disconnect for a session without media here"
+                );
+                return Ok(());
+            }
+        }
     }
     app.media.local_sfu()?.remove_session(&m.conn_id).await?;
     Ok(())
@@ -141,7 +151,13 @@ fn leave(app: &App, m: &ClusterMessage) {
 /// `sender_id` now. Its old node lets it go; the call's node sends its signaling
 /// there from now on.
 fn reconnect(app: &App, m: &ClusterMessage) {
-    if let Some(old) = app.sessions.get(&m.conn_id) {
+    // The sending node checked that the session is this user's; a session of someone
+    // else on that connection id is not moved.
+    if let Some(old) = app
+        .sessions
+        .get(&m.conn_id)
+        .filter(|s| s.user_id == m.user_id && s.call_id == m.call_id)
+    {
         if !old.mark_reconnected() {
             tracing::warn!(conn_id = m.conn_id, "session already reconnected");
             return;
@@ -161,7 +177,13 @@ fn reconnect(app: &App, m: &ClusterMessage) {
         }
         return;
     }
-    app.peers.moved(&m.conn_id, &m.new_conn_id, &m.sender_id);
+    app.peers.moved(
+        &m.conn_id,
+        &m.user_id,
+        &m.call_id,
+        &m.new_conn_id,
+        &m.sender_id,
+    );
 }
 
 /// The route of a session whose media is here, by session id.

@@ -446,11 +446,16 @@ async fn reconnect(
     {
         return Err(refused("session not found in call state"));
     }
+    // Only this user's entry of this session: a connection id is no secret (events
+    // carry session ids), so `prevConnID` alone must not let anyone take a session.
+    let own = |s: &std::sync::Arc<LocalSession>| {
+        s.user_id == user_id && s.original_conn_id == d.original_conn_id
+    };
     let old = app
         .sessions
         .get(conn_id)
-        .filter(|s| s.original_conn_id == d.original_conn_id)
-        .or_else(|| app.sessions.get(&d.prev_conn_id));
+        .filter(own)
+        .or_else(|| app.sessions.get(&d.prev_conn_id).filter(own));
     if let Some(old) = &old {
         if !old.mark_reconnected() {
             return Err(refused("session already reconnected"));

@@ -169,6 +169,7 @@ pub async fn force_cleanup(
     }
     for r in app.peers.of_call(call_id) {
         app.peers.remove(&r.media.session_id);
+        tell_left(app, &r).await;
     }
     app.media.call_ended(call_id);
     for s in app.sessions.all() {

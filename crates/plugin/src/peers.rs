@@ -40,11 +40,21 @@ impl RemotePeers {
         self.0.write().remove(session_id)
     }
 
-    /// The session whose connection was `prev` is on `new` at `node` now; its id, if
-    /// it has a route here.
-    pub fn moved(&self, prev: &str, new: &str, node: &str) -> Option<String> {
+    /// User `user`'s session of call `call` whose connection was `prev` is on `new` at
+    /// `node` now; its id, if it has a route here (another user's route on that
+    /// connection id is not moved).
+    pub fn moved(
+        &self,
+        prev: &str,
+        user: &str,
+        call: &str,
+        new: &str,
+        node: &str,
+    ) -> Option<String> {
         let mut m = self.0.write();
-        let r = m.values_mut().find(|r| r.conn_id == prev)?;
+        let r = m
+            .values_mut()
+            .find(|r| r.conn_id == prev && r.media.user_id == user && r.media.call_id == call)?;
         r.conn_id = new.to_string();
         r.node_id = node.to_string();
         Some(r.media.session_id.clone())
@@ -98,12 +108,23 @@ mod tests {
             !p.insert(route("s1", "other")),
             "a second route replaced the first"
         );
-        assert_eq!(p.moved("s1", "c2", "c"), Some("s1".to_string()));
+        assert_eq!(
+            p.moved("s1", "mallory", "call", "c2", "c"),
+            None,
+            "another user moved it"
+        );
+        assert_eq!(
+            p.moved("s1", "u", "call", "c2", "c"),
+            Some("s1".to_string())
+        );
         let r = p.get("s1").unwrap();
         assert_eq!((r.conn_id.as_str(), r.node_id.as_str()), ("c2", "c"));
         // The next move starts from the current connection, not the session id.
-        assert_eq!(p.moved("s1", "c3", "b"), None);
-        assert_eq!(p.moved("c2", "c3", "b"), Some("s1".to_string()));
+        assert_eq!(p.moved("s1", "u", "call", "c3", "b"), None);
+        assert_eq!(
+            p.moved("c2", "u", "call", "c3", "b"),
+            Some("s1".to_string())
+        );
         assert_eq!(p.of_call("call").len(), 1);
         assert!(p.remove("s1").is_some() && p.is_empty());
     }
