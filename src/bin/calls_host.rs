@@ -180,15 +180,26 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         repeats: Default::default(),
         logins: calls_host::logins::Logins::new(args.login_rate_limit),
     });
-    if seeded || host.cluster.is_none() {
+    if host.cluster.is_none() {
         let initial = host.config.read().clone();
         host.save_config(initial).await?;
+    } else if seeded {
+        // Nodes starting together on an empty database: the first one's config wins,
+        // the others take it.
+        let initial = host.config.read().clone();
+        if let Some(c) = host
+            .config_store
+            .update(|cur| cur.is_none().then_some(initial))
+            .await?
+        {
+            *host.config.write() = c;
+        }
     }
     if let Some(c) = &cluster {
         // Listening before any plugin starts: nothing sent to this node from then on
         // is missed.
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
-        c.start(host.site_url.clone(), tx);
+        c.start(host.site_url.clone(), tx).await;
         tokio::spawn(calls_host::sync::run(host.clone(), rx));
     }
 
@@ -231,9 +242,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         if !host.plugin_enabled_in_config(&m.id) {
-            let mut cfg = host.config.read().clone();
-            cfg["PluginSettings"]["PluginStates"][&m.id] = json!({"Enable": true});
-            host.save_config(cfg).await?;
+            host.update_config(|cfg| {
+                cfg["PluginSettings"]["PluginStates"][&m.id] = json!({"Enable": true});
+            })
+            .await?;
         }
         tracing::info!(
             plugin_id = m.id,

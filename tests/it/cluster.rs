@@ -456,6 +456,27 @@ async fn on_rtcd_media_keeps_flowing_while_a_node_restarts() {
         al.peer.received.len() > heard + 40,
         "alice no longer hears bob"
     );
+
+    // B dies and bob never comes back: his session leaves the call (the others are
+    // told), once B has been gone for the reconnect grace.
+    let bob_session = bo.ws.conn_id.clone();
+    let killed = Instant::now();
+    drop(c.nodes.remove(0));
+    drop(bo);
+    let left = al
+        .ws
+        .expect_within("user_left", Duration::from_secs(40))
+        .await;
+    assert_eq!(left["data"]["session_id"], bob_session.as_str());
+    assert!(!session_exists(&db, &bob_session).await);
+    println!(
+        "a dead node's session left {:?} after the kill",
+        killed.elapsed()
+    );
+    assert!(
+        session_exists(&db, &alice_session).await,
+        "alice's session went too"
+    );
     c.nodes.insert(0, a);
 }
 

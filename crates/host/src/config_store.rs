@@ -71,22 +71,46 @@ impl ConfigStore {
         }
     }
 
-    /// Stores `cfg` as the configuration (the file readable by the host's user only;
-    /// in the database, a new active row in one transaction).
-    pub async fn save(&self, cfg: &Value) -> Result<(), ConfigStoreError> {
-        let text = serde_json::to_string_pretty(cfg).unwrap_or_default();
+    /// Replaces the stored configuration with what `f` makes of it (`None`: leave
+    /// it); returns the configuration stored afterwards. In the database this is one
+    /// transaction under an advisory lock, so that two nodes saving at once neither
+    /// fail nor lose each other's change (each `f` sees the other's result).
+    pub async fn update(
+        &self,
+        f: impl FnOnce(Option<Value>) -> Option<Value>,
+    ) -> Result<Option<Value>, ConfigStoreError> {
         match self {
             ConfigStore::File(path) => {
+                let cur = self.load().await?;
+                let Some(new) = f(cur.clone()) else {
+                    return Ok(cur);
+                };
                 let io = |source| ConfigStoreError::File {
                     path: path.display().to_string(),
                     source,
                 };
+                let text = serde_json::to_string_pretty(&new).unwrap_or_default();
                 let tmp = path.with_extension("json.tmp");
                 crate::write_private(&tmp, text.as_bytes()).map_err(io)?;
-                std::fs::rename(&tmp, path).map_err(io)
+                std::fs::rename(&tmp, path).map_err(io)?;
+                Ok(Some(new))
             }
             ConfigStore::Database(pool) => {
                 let mut tx = pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(CONFIG_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                let cur: Option<String> =
+                    sqlx::query_scalar("SELECT value FROM configurations WHERE active")
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let cur = cur
+                    .map(|v| serde_json::from_str(&v).map_err(ConfigStoreError::DbParse))
+                    .transpose()?;
+                let Some(new) = f(cur.clone()) else {
+                    return Ok(cur);
+                };
                 sqlx::query("UPDATE configurations SET active = NULL WHERE active")
                     .execute(&mut *tx)
                     .await?;
@@ -94,13 +118,16 @@ impl ConfigStore {
                     "INSERT INTO configurations (id, value, createat, active) VALUES ($1, $2, $3, TRUE)",
                 )
                 .bind(new_id())
-                .bind(&text)
+                .bind(serde_json::to_string_pretty(&new).unwrap_or_default())
                 .bind(now_ms())
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
-                Ok(())
+                Ok(Some(new))
             }
         }
     }
 }
+
+/// The advisory lock serialising configuration saves across nodes.
+const CONFIG_LOCK: i64 = 0x6d6d_636f_6e66_0001;

@@ -134,8 +134,28 @@ impl HostCtx {
     /// Stores and applies a new configuration; in a cluster, the other nodes are
     /// told to load it.
     pub async fn save_config(&self, cfg: Value) -> Result<(), config_store::ConfigStoreError> {
-        self.config_store.save(&cfg).await?;
-        *self.config.write() = cfg;
+        self.update_config(|c| *c = cfg).await
+    }
+
+    /// Changes the stored configuration with `f` (in a cluster, applied to the one
+    /// in the database, which may hold another node's latest change), applies it
+    /// here and tells the other nodes.
+    pub async fn update_config(
+        &self,
+        f: impl FnOnce(&mut Value),
+    ) -> Result<(), config_store::ConfigStoreError> {
+        let here = self.config.read().clone();
+        let stored = self
+            .config_store
+            .update(|cur| {
+                let mut c = cur.unwrap_or(here);
+                f(&mut c);
+                Some(c)
+            })
+            .await?;
+        if let Some(c) = stored {
+            *self.config.write() = c;
+        }
         if let Some(c) = &self.cluster {
             c.send("", cluster::Message::ConfigChanged).await;
         }

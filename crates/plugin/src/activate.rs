@@ -17,7 +17,7 @@ use super::media::{Media, MediaError};
 use super::metrics::Metrics;
 use super::mutex::Mutexes;
 use super::session_task;
-use super::sessions::{conn_key, LocalSession, Sessions};
+use super::sessions::{conn_key, node_key, LocalSession, Sessions};
 use super::store::Store;
 use calls_db::Db;
 use calls_wire::proto;
@@ -206,9 +206,13 @@ async fn recover_sessions(app: &App) -> Result<(), ActivateError> {
             .get(&conn_id)
             .is_some_and(|(uid, active)| *uid == s.user_id && *active);
         if clustered && !lost && !ws_here {
-            // Another node's session (or one that will reconnect to some node): not
-            // ours to wait for.
-            continue;
+            // Another node's session, unless its websocket was here (this node
+            // restarted): then it gets the reconnect grace here, as on a single host;
+            // a reconnect on any node ends that wait.
+            let recorded = app.host.kv_get(&node_key(&s.id)).await?;
+            if recorded.as_deref() != Some(app.node_id().as_bytes()) {
+                continue;
+            }
         }
         if lost {
             // The peer connection ended with the process that held it, and no client

@@ -269,6 +269,21 @@ impl App {
             .map(|r| (r.media.user_id, r.conn_id, r.media.channel_id))
     }
 
+    /// In a cluster, records that this node holds the session's websocket now.
+    pub async fn record_ws_node(&self, session_id: &str) {
+        if self.node_id().is_empty() {
+            return;
+        }
+        let req = proto::KvSetRequest {
+            key: super::sessions::node_key(session_id),
+            value: self.node_id().as_bytes().to_vec(),
+            ..Default::default()
+        };
+        if let Err(e) = self.host.kv_set(req).await {
+            tracing::warn!(session_id, error = %e, "session's node not recorded");
+        }
+    }
+
     /// This node's id in its cluster; empty on a single host.
     pub fn node_id(&self) -> &str {
         &self.server.cluster_id

@@ -317,6 +317,7 @@ async fn start_session(
         .websocket_connections
         .set(app.sessions.len() as i64);
     session_task::spawn(app.clone(), local.clone(), inbox, false);
+    app.record_ws_node(conn_id).await;
     let opts = JoinOptions {
         dc_signaling: data.dc_signaling && cfg.EnableDCSignaling,
         av1: data.av1_support && cfg.EnableAV1,
@@ -498,6 +499,7 @@ async fn reconnect(
     );
     app.sessions.insert(local.clone());
     session_task::spawn(app.clone(), local.clone(), inbox, false);
+    app.record_ws_node(&d.original_conn_id).await;
     app.media.track_call(&state.call.id, &state.call.props);
     if !app.node_id().is_empty() {
         // The session's old node lets it go; its call's node sends its signaling here.

@@ -14,7 +14,7 @@ use super::calls::reelect_host;
 use super::cluster_events::tell_left;
 use super::host_api::Broadcast;
 use super::model::{Call, CallProps};
-use super::sessions::{conn_key, Signal};
+use super::sessions::{conn_key, node_key, Signal};
 use calls_wire::ids::now_ms;
 
 /// The session ended elsewhere (its media closed, a host removed it): this node's
@@ -58,6 +58,9 @@ pub async fn remove_session(app: &App, channel_id: &str, session_id: &str) -> Re
     app.store.delete_session(session_id).await?;
     // A failed delete leaves a stale mapping that only recovery reads, for a gone session.
     let _ = app.host.kv_delete(&conn_key(session_id)).await;
+    if !app.node_id().is_empty() {
+        let _ = app.host.kv_delete(&node_key(session_id)).await;
+    }
     let now_s = now_ms() / 1000;
     let props = &mut state.call.props;
     let mut screen_off = false;
@@ -166,6 +169,10 @@ pub async fn force_cleanup(
     }
     for s in sessions.keys() {
         app.media.remove_session(Some(call_id), s).await;
+        let _ = app.host.kv_delete(&conn_key(s)).await;
+        if !app.node_id().is_empty() {
+            let _ = app.host.kv_delete(&node_key(s)).await;
+        }
     }
     for r in app.peers.of_call(call_id) {
         app.peers.remove(&r.media.session_id);

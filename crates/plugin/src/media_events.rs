@@ -24,9 +24,30 @@ pub async fn run(app: App, mut events: MediaEvents) {
                     // node (as upstream's close callback, the call's state is changed
                     // where its media was).
                     end_session(&app, &route.media.channel_id, &session_id);
+                } else {
+                    // A session this node does not hold (rtcd closed it on this node's
+                    // connection, while its websocket's node is gone): still in the
+                    // call's state, it leaves.
+                    remove_unknown(&app, &session_id).await;
                 }
             }
         }
+    }
+}
+
+async fn remove_unknown(app: &App, session_id: &str) {
+    let channel = async {
+        let Some(s) = app.store.get_session(session_id).await? else {
+            return Ok(None);
+        };
+        Ok::<_, crate::store::StoreError>(
+            app.store.get_call(&s.call_id).await?.map(|c| c.channel_id),
+        )
+    };
+    match channel.await {
+        Ok(Some(channel_id)) => end_session(app, &channel_id, session_id),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(session_id, error = %e, "closed session not looked up"),
     }
 }
 

@@ -22,6 +22,12 @@ pub fn conn_key(session_id: &str) -> String {
     format!("session_conn_{session_id}")
 }
 
+/// KV key naming the node that holds a session's websocket (a cluster only), so that
+/// the other nodes can remove the sessions of a node that died.
+pub fn node_key(session_id: &str) -> String {
+    format!("session_node_{session_id}")
+}
+
 /// How long a session survives its websocket closing without a reconnect.
 pub const RECONNECT_GRACE: Duration = Duration::from_secs(10);
 /// Per-session queue of client messages (excess is dropped).

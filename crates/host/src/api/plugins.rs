@@ -151,9 +151,11 @@ pub async fn stop_plugin(host: &Host, id: &str) {
 }
 
 pub(super) async fn set_plugin_state(host: &Host, id: &str, enable: bool) -> ApiResult<()> {
-    let mut cfg = host.config.read().clone();
-    cfg["PluginSettings"]["PluginStates"][id] = json!({"Enable": enable});
-    host.save_config(cfg).await.map_err(|e| {
+    host.update_config(|cfg| {
+        cfg["PluginSettings"]["PluginStates"][id] = json!({"Enable": enable});
+    })
+    .await
+    .map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "app.save_config.error",
@@ -237,10 +239,6 @@ pub(super) async fn put_config(State(host): State<Host>, h: HeaderMap, body: Byt
         .pointer(&format!("/PluginSettings/Plugins/{CALLS_PLUGIN_ID}"))
         .cloned()
         .unwrap_or_else(|| json!({}));
-    // Plugin states are managed through enable/disable.
-    let mut merged = new.clone();
-    merged["PluginSettings"]["PluginStates"] =
-        host.config.read()["PluginSettings"]["PluginStates"].clone();
     if new_settings != old_settings {
         if let Some(mut p) = host.plugin_client(CALLS_PLUGIN_ID) {
             let r = p
@@ -261,12 +259,21 @@ pub(super) async fn put_config(State(host): State<Host>, h: HeaderMap, body: Byt
             }
         }
     }
-    host.save_config(merged.clone()).await.map_err(|e| {
+    // Plugin states are managed through enable/disable: the stored ones stay (in a
+    // cluster, another node may have just changed them).
+    host.update_config(|cur| {
+        let states = cur["PluginSettings"]["PluginStates"].take();
+        *cur = new;
+        cur["PluginSettings"]["PluginStates"] = states;
+    })
+    .await
+    .map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "app.save_config.error",
             e.to_string(),
         )
     })?;
-    Ok(Json(crate::secrets::sanitize(&host.plugins_dir(), merged)).into_response())
+    let saved = host.config.read().clone();
+    Ok(Json(crate::secrets::sanitize(&host.plugins_dir(), saved)).into_response())
 }

@@ -14,7 +14,7 @@ use sqlx::postgres::{PgListener, PgPool};
 use tokio::sync::mpsc;
 
 use super::message::Envelope;
-use calls_wire::ids::now_ms;
+use super::nodes::DB_NOW_MS;
 
 /// PostgreSQL refuses a payload of 8000 bytes or more; what is larger goes by row.
 const INLINE_LIMIT: usize = 7900;
@@ -72,13 +72,14 @@ impl Bus {
         let payload = if text.len() <= INLINE_LIMIT {
             text
         } else {
-            let row: i64 = sqlx::query_scalar(
-                "INSERT INTO clustermessages (payload, createat) VALUES ($1, $2) RETURNING id",
-            )
-            .bind(&text)
-            .bind(now_ms())
-            .fetch_one(&self.pool)
-            .await?;
+            // The database's clock, as the expiry's: nodes' clocks need not agree.
+            let sql = format!(
+                "INSERT INTO clustermessages (payload, createat) VALUES ($1, {DB_NOW_MS}) RETURNING id"
+            );
+            let row: i64 = sqlx::query_scalar(&sql)
+                .bind(&text)
+                .fetch_one(&self.pool)
+                .await?;
             serde_json::to_string(&RowRef { row })?
         };
         sqlx::query("SELECT pg_notify($1, $2)")
@@ -91,13 +92,12 @@ impl Bus {
 
     /// Drops the rows of large messages every node has had time to fetch.
     pub async fn expire_rows(&self) -> Result<u64, BusError> {
-        Ok(
-            sqlx::query("DELETE FROM clustermessages WHERE createat < $1")
-                .bind(now_ms() - ROW_TTL_MS)
-                .execute(&self.pool)
-                .await?
-                .rows_affected(),
-        )
+        let sql = format!("DELETE FROM clustermessages WHERE createat < {DB_NOW_MS} - $1");
+        Ok(sqlx::query(&sql)
+            .bind(ROW_TTL_MS)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     /// The message a notification carries or names; `None` (logged once per window by
@@ -118,7 +118,9 @@ impl Bus {
 
     /// Listens until `to` closes or the pool is closed, reconnecting when the
     /// connection drops.
-    pub async fn listen(self, to: mpsc::Sender<Inbound>) {
+    /// `ready` is told once the first LISTEN is in place.
+    pub async fn listen(self, to: mpsc::Sender<Inbound>, ready: tokio::sync::oneshot::Sender<()>) {
+        let mut ready = Some(ready);
         let repeats = calls_service::log_limit::Repeats::default();
         let mut first = true;
         while !self.pool.is_closed() {
@@ -139,6 +141,9 @@ impl Bus {
                 return;
             }
             first = false;
+            if let Some(r) = ready.take() {
+                let _ = r.send(());
+            }
             loop {
                 match listener.try_recv().await {
                     Ok(Some(n)) => match self.decode(n.payload()).await {

@@ -93,11 +93,20 @@ impl Cluster {
     }
 
     /// Listens, and beats, until the process ends: received messages go to `inbound`.
-    /// `address` is what other nodes see of this one (its site URL).
-    pub fn start(self: &Arc<Self>, address: String, inbound: mpsc::Sender<Inbound>) {
-        tokio::spawn(self.bus.clone().listen(inbound));
+    /// `address` is what other nodes see of this one (its site URL). Returns once the
+    /// node listens (what is sent from then on reaches it), or after 10 s with a
+    /// warning when the database does not let it.
+    pub async fn start(self: &Arc<Self>, address: String, inbound: mpsc::Sender<Inbound>) {
+        let (ready, listening) = tokio::sync::oneshot::channel();
+        tokio::spawn(self.bus.clone().listen(inbound, ready));
         let me = self.clone();
         tokio::spawn(async move { me.beat_forever(address).await });
+        if tokio::time::timeout(std::time::Duration::from_secs(10), listening)
+            .await
+            .is_err()
+        {
+            tracing::warn!("cluster bus not listening yet: messages to this node may be missed");
+        }
     }
 
     async fn beat_forever(&self, address: String) {

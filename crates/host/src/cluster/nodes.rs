@@ -14,7 +14,7 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 pub const GONE_AFTER: Duration = Duration::from_secs(10);
 
 /// The database's clock, in ms since the epoch.
-const DB_NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
+pub(super) const DB_NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
 
 /// A live node, as its last heartbeat described it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
