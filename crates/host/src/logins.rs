@@ -4,16 +4,17 @@
 //! took the host from 51 to 248 MB). As Mattermost: logins are rate-limited per
 //! source address (its `/login` limiter: 5/s, burst 10), and a user with
 //! `MAX_LOGIN_ATTEMPTS` failures in a row is locked out (here for `LOCKOUT`, as
-//! the host has no password reset). Hashing itself runs on the blocking pool, at
-//! most one per core at a time; a login that cannot get a turn in `HASH_WAIT` is
-//! refused as busy.
+//! the host has no password reset); the failures are counted in the users table, so
+//! that every node of a cluster counts the same ones. Hashing itself runs on the
+//! blocking pool, at most one per core at a time; a login that cannot get a turn in
+//! `HASH_WAIT` is refused as busy.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use parking_lot::Mutex;
 use tokio::sync::Semaphore;
+
+use crate::store::{HostStore, StoreError};
 
 use calls_service::rate::Buckets;
 
@@ -32,9 +33,17 @@ pub enum LoginRefused {
     Busy,
 }
 
+/// A login attempt not let through: refused, or the count could not be kept.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error(transparent)]
+    Refused(#[from] LoginRefused),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 pub struct Logins {
     per_address: Option<Buckets<IpAddr>>,
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
     hashing: Semaphore,
 }
 
@@ -45,7 +54,6 @@ impl Logins {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Logins {
             per_address: (per_sec > 0.0).then(|| Buckets::new(per_sec, 2.0 * per_sec)),
-            failures: Mutex::new(HashMap::new()),
             hashing: Semaphore::new(cores),
         }
     }
@@ -61,27 +69,21 @@ impl Logins {
     /// Before the password of `user_id` is checked: the attempt counts as a failure
     /// until `succeeded` says otherwise, so that concurrent guesses (each waiting for
     /// its hash) cannot all pass the check.
-    pub fn attempt(&self, user_id: &str) -> Result<(), LoginRefused> {
-        let mut f = self.failures.lock();
-        let e = f.entry(user_id.to_string()).or_insert((0, Instant::now()));
-        // A lockout that ran out starts the count afresh.
-        if e.0 >= MAX_LOGIN_ATTEMPTS && e.1.elapsed() >= LOCKOUT {
-            e.0 = 0;
+    pub async fn attempt(&self, store: &HostStore, user_id: &str) -> Result<(), LoginError> {
+        let max = MAX_LOGIN_ATTEMPTS as i32;
+        if store
+            .login_attempt(user_id, max, LOCKOUT.as_millis() as i64)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(LoginError::Refused(LoginRefused::LockedOut))
         }
-        if e.0 >= MAX_LOGIN_ATTEMPTS {
-            return Err(LoginRefused::LockedOut);
-        }
-        e.0 += 1;
-        e.1 = Instant::now();
-        if f.len() > calls_service::rate::MAX_KEYS {
-            f.retain(|_, (_, last)| last.elapsed() < LOCKOUT);
-        }
-        Ok(())
     }
 
     /// The password was right: the count starts again.
-    pub fn succeeded(&self, user_id: &str) {
-        self.failures.lock().remove(user_id);
+    pub async fn succeeded(&self, store: &HostStore, user_id: &str) -> Result<(), LoginError> {
+        Ok(store.login_succeeded(user_id).await?)
     }
 
     /// Runs an argon2 job (verify or hash) with a core of its own.
@@ -115,21 +117,6 @@ pub fn return_large_blocks_to_the_system() {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn failures_in_a_row_lock_a_user_out_and_a_success_clears_them() {
-        let l = Logins::new(0.0);
-        for _ in 0..MAX_LOGIN_ATTEMPTS - 1 {
-            assert_eq!(l.attempt("u"), Ok(()));
-        }
-        l.succeeded("u");
-        // Attempts in flight count: ten at once, the eleventh is refused.
-        for _ in 0..MAX_LOGIN_ATTEMPTS {
-            assert_eq!(l.attempt("u"), Ok(()));
-        }
-        assert_eq!(l.attempt("u"), Err(LoginRefused::LockedOut));
-        assert_eq!(l.attempt("other"), Ok(()));
-    }
 
     #[test]
     fn an_address_gets_its_burst_then_its_rate() {

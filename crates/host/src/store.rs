@@ -10,10 +10,14 @@ use calls_wire::ids::{new_id, now_ms};
 pub static MIGRATIONS: MigrationSet = MigrationSet {
     table: "db_migrations_host",
     lock_key: 0x6d6d_686f_7374_0001,
-    sqlite: &[migration!(1, "sqlite", "000001_host_schema")],
+    sqlite: &[
+        migration!(1, "sqlite", "000001_host_schema"),
+        migration!(2, "sqlite", "000002_login_attempts"),
+    ],
     postgres: &[
         migration!(1, "postgres", "000001_host_schema"),
         migration!(2, "postgres", "000002_cluster"),
+        migration!(3, "postgres", "000003_login_attempts"),
     ],
 };
 
@@ -519,6 +523,39 @@ impl HostStore {
         Ok(())
     }
 
+    /// Counts a login attempt of `user_id` before its password is checked (so that
+    /// concurrent guesses cannot all pass), in one statement on the shared table;
+    /// false when the user is locked out: `max` failures in a row, the last one less
+    /// than `lockout_ms` ago (a lockout that ran out starts the count afresh).
+    pub async fn login_attempt(&self, user_id: &str, max: i32, lockout_ms: i64) -> Result<bool> {
+        let now = now_ms();
+        let sql = "UPDATE users SET \
+             failedattempts = CASE WHEN failedattempts >= $2 THEN 1 ELSE failedattempts + 1 END, \
+             lastfailedat = $3 \
+             WHERE id = $1 AND NOT (failedattempts >= $2 AND lastfailedat > $4)";
+        let counted = db_run!(&self.db, |p| sqlx::query(sql)
+            .bind(user_id)
+            .bind(max)
+            .bind(now)
+            .bind(now - lockout_ms)
+            .execute(p)
+            .await?
+            .rows_affected());
+        Ok(counted == 1)
+    }
+
+    /// The password was right: the count starts again.
+    pub async fn login_succeeded(&self, user_id: &str) -> Result<()> {
+        db_run!(&self.db, |p| sqlx::query(
+            "UPDATE users SET failedattempts = 0 WHERE id = $1 AND failedattempts != 0"
+        )
+        .bind(user_id)
+        .execute(p)
+        .await
+        .map(drop)?);
+        Ok(())
+    }
+
     /// Writes `value` only if the key holds `old` now (`None`: absent or expired), in
     /// one statement, so that processes sharing the database cannot both win (the
     /// plugin's cluster mutex is built on this). True when written.
@@ -597,6 +634,54 @@ mod tests {
             .unwrap();
         admin.close().await;
         format!("{base}/{name}")
+    }
+
+    /// Failed logins count across hosts sharing the database: ten attempts in all,
+    /// whichever host they go to, then a lockout; a success clears the count.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failed_logins_count_across_hosts() {
+        let url = fresh_postgres().await;
+        let a = HostStore {
+            db: Db::connect(&url, 8).await.unwrap(),
+        };
+        a.migrate().await.unwrap();
+        let b = HostStore {
+            db: Db::connect(&url, 8).await.unwrap(),
+        };
+        let now = now_ms();
+        let u = User {
+            id: new_id(),
+            username: "u".into(),
+            email: "u@example.com".into(),
+            password_hash: "!".into(),
+            first_name: String::new(),
+            last_name: String::new(),
+            nickname: String::new(),
+            roles: "system_user".into(),
+            is_bot: false,
+            create_at: now,
+            update_at: now,
+            delete_at: 0,
+        };
+        a.create_user(&u).await.unwrap();
+        let tries = (0..30).map(|i| {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let id = u.id.clone();
+            tokio::spawn(async move { s.login_attempt(&id, 10, 300_000).await.unwrap() })
+        });
+        let mut allowed = 0;
+        for t in tries {
+            allowed += usize::from(t.await.unwrap());
+        }
+        assert_eq!(allowed, 10, "attempts allowed across two hosts");
+        b.login_succeeded(&u.id).await.unwrap();
+        assert!(a.login_attempt(&u.id, 10, 300_000).await.unwrap());
+        // A lockout that ran out (here: of 0 ms) starts afresh.
+        for _ in 0..10 {
+            a.login_attempt(&u.id, 10, 300_000).await.unwrap();
+        }
+        assert!(!b.login_attempt(&u.id, 10, 300_000).await.unwrap());
+        assert!(b.login_attempt(&u.id, 10, 0).await.unwrap());
     }
 
     /// Two hosts on one database (two pools: no process-local lock can help) racing

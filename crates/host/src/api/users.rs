@@ -140,6 +140,15 @@ pub(super) struct Login {
     password: String,
 }
 
+impl From<crate::logins::LoginError> for ApiError {
+    fn from(e: crate::logins::LoginError) -> Self {
+        match e {
+            crate::logins::LoginError::Refused(r) => r.into(),
+            crate::logins::LoginError::Store(s) => s.into(),
+        }
+    }
+}
+
 impl From<crate::logins::LoginRefused> for ApiError {
     fn from(r: crate::logins::LoginRefused) -> ApiError {
         use crate::logins::LoginRefused;
@@ -186,7 +195,7 @@ pub(super) async fn login(
     if u.delete_at > 0 || u.is_bot {
         return Err(bad());
     }
-    host.logins.attempt(&u.id)?;
+    host.logins.attempt(&host.store, &u.id).await?;
     let (password, hash) = (l.password, u.password_hash.clone());
     let ok = host
         .logins
@@ -195,7 +204,7 @@ pub(super) async fn login(
     if !ok {
         return Err(bad());
     }
-    host.logins.succeeded(&u.id);
+    host.logins.succeeded(&host.store, &u.id).await?;
     let (_, token) = host
         .store
         .create_session(&u.id, 30 * 24 * 3600 * 1000)
