@@ -94,6 +94,12 @@ async fn session_exists(db: &calls_db::Db, session: &str) -> bool {
         > 0
 }
 
+/// Whether `c` receives the voice track of the session on connection `conn`.
+fn has_voice_of(c: &MediaClient, conn: &str) -> bool {
+    let prefix = format!("voice_{conn}_");
+    c.peer.track_ids.iter().any(|t| t.starts_with(&prefix))
+}
+
 /// Waits for an event on each websocket.
 async fn all_get(wss: &mut [&mut Ws], event: &str) -> Vec<Value> {
     let mut out = Vec::new();
@@ -260,20 +266,11 @@ async fn calls_are_hosted_where_they_start_and_served_to_every_node() {
         &mut [&mut al, &mut bo, &mut ca, &mut da],
         Duration::from_secs(20),
         &[false, false, false, true],
-        |cs| {
-            cs[1]
-                .peer
-                .track_ids
-                .iter()
-                .any(|t| t.starts_with(&format!("voice_{dave_conn}_")))
-        },
+        |cs| has_voice_of(cs[1], &dave_conn),
     )
     .await;
     assert!(
-        bo.peer
-            .track_ids
-            .iter()
-            .any(|t| t.starts_with(&format!("voice_{dave_conn}_"))),
+        has_voice_of(&bo, &dave_conn),
         "bob (moved to C) did not get dave's track: {:?}",
         bo.peer.track_ids
     );
@@ -864,20 +861,11 @@ async fn a_reconnect_cannot_take_someone_elses_session() {
         &mut [&mut al, &mut bo, &mut ca],
         Duration::from_secs(20),
         &[false, false, false],
-        |cs| {
-            cs[1]
-                .peer
-                .track_ids
-                .iter()
-                .any(|t| t.starts_with(&format!("voice_{carol_conn}_")))
-        },
+        |cs| has_voice_of(cs[1], &carol_conn),
     )
     .await;
     assert!(
-        bo.peer
-            .track_ids
-            .iter()
-            .any(|t| t.starts_with(&format!("voice_{carol_conn}_"))),
+        has_voice_of(&bo, &carol_conn),
         "bob's signaling was taken: {:?}",
         bo.peer.track_ids
     );

@@ -96,6 +96,26 @@ pub fn default_config(site_url: &str) -> Value {
     })
 }
 
+/// Plugin `id`'s settings in a configuration (`{}` when it has none).
+pub fn plugin_settings(cfg: &Value, id: &str) -> Value {
+    cfg.pointer(&format!(
+        "/PluginSettings/Plugins/{}",
+        id.replace('/', "~1")
+    ))
+    .cloned()
+    .unwrap_or_else(|| json!({}))
+}
+
+/// Whether a configuration enables plugin `id`.
+pub fn plugin_enabled(cfg: &Value, id: &str) -> bool {
+    cfg.pointer(&format!(
+        "/PluginSettings/PluginStates/{}/Enable",
+        id.replace('/', "~1")
+    ))
+    .and_then(Value::as_bool)
+    .unwrap_or(false)
+}
+
 pub fn license_for(sku: &str) -> proto::License {
     match sku {
         "" | "none" | "starter" => proto::License {
@@ -121,14 +141,7 @@ impl HostCtx {
     }
 
     pub fn plugin_settings(&self, id: &str) -> Value {
-        self.config
-            .read()
-            .pointer(&format!(
-                "/PluginSettings/Plugins/{}",
-                id.replace('/', "~1")
-            ))
-            .cloned()
-            .unwrap_or_else(|| json!({}))
+        plugin_settings(&self.config.read(), id)
     }
 
     /// Stores and applies a new configuration; in a cluster, the other nodes are
@@ -169,11 +182,7 @@ impl HostCtx {
     }
 
     pub fn plugin_enabled_in_config(&self, id: &str) -> bool {
-        self.config
-            .read()
-            .pointer(&format!("/PluginSettings/PluginStates/{id}/Enable"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
+        plugin_enabled(&self.config.read(), id)
     }
 
     pub fn plugin_client(

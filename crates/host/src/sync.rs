@@ -10,14 +10,13 @@
 //! a lost connection) through another.
 
 use base64::Engine;
-use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::api::{start_plugin, stop_plugin};
 use crate::cluster::bus::Inbound;
 use crate::cluster::Message;
 use crate::plugins::{install_bundle, read_manifest};
-use crate::{grpc, Host};
+use crate::{grpc, plugin_enabled, plugin_settings, Host};
 use calls_wire::proto;
 
 /// Plugin events waiting for the plugin (upstream's queue size); more are dropped.
@@ -125,25 +124,6 @@ async fn state_changes(host: Host, mut rx: mpsc::UnboundedReceiver<StateChange>)
     }
 }
 
-/// Whether the configuration enables plugin `id`.
-fn enabled(cfg: &Value, id: &str) -> bool {
-    cfg.pointer(&format!(
-        "/PluginSettings/PluginStates/{}/Enable",
-        id.replace('/', "~1")
-    ))
-    .and_then(Value::as_bool)
-    .unwrap_or(false)
-}
-
-fn plugin_settings(cfg: &Value, id: &str) -> Value {
-    cfg.pointer(&format!(
-        "/PluginSettings/Plugins/{}",
-        id.replace('/', "~1")
-    ))
-    .cloned()
-    .unwrap_or_else(|| serde_json::json!({}))
-}
-
 /// Loads the configuration from the database and applies what changed: plugins
 /// enabled or disabled start or stop; running plugins whose settings changed are told.
 pub async fn apply_stored_config(host: &Host) {
@@ -170,7 +150,7 @@ pub async fn apply_stored_config(host: &Host) {
     ids.sort();
     ids.dedup();
     for id in ids {
-        let (was, now) = (enabled(&old, &id), enabled(&new, &id));
+        let (was, now) = (plugin_enabled(&old, &id), plugin_enabled(&new, &id));
         if now && !was {
             tracing::info!(plugin_id = id, "enabled on another node: starting");
             if let Err(e) = start_plugin(host, &id).await {

@@ -230,13 +230,12 @@ impl Media {
         }
     }
 
-    /// A call found in the database at activation: false when its media is known
-    /// gone (an rtcd host that no longer has it).
+    /// A call found in the database at activation (tracked with `track_call`): false
+    /// when its media is known gone (an rtcd host that no longer has it).
     pub async fn recover_call(&self, call_id: &str, host: &str) -> bool {
         if host.is_empty() {
             return true;
         }
-        self.track_call_host(call_id, host);
         let Some(pool) = self.fleet.pool() else {
             tracing::warn!(call_id, host, "rtcd call found but rtcd mode is off");
             return false;
