@@ -63,6 +63,10 @@ struct Args {
     /// limiter; 0 turns it off (load tests log in hundreds of users from one address).
     #[arg(long, default_value_t = 5.0, env = "CALLS_HOST_LOGIN_RATE_LIMIT")]
     login_rate_limit: f64,
+    /// Where uploaded files (call recordings) are kept (default: the data dir's
+    /// `files/`). Every node of a cluster must see the same directory.
+    #[arg(long, env = "CALLS_HOST_FILES_DIR")]
+    files_dir: Option<PathBuf>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -179,6 +183,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         },
         repeats: Default::default(),
         logins: calls_host::logins::Logins::new(args.login_rate_limit),
+        files: Box::new(calls_host::files::LocalFiles::new(
+            args.files_dir.clone().unwrap_or_else(|| data_dir.join("files")),
+        )),
     });
     if host.cluster.is_none() {
         let initial = host.config.read().clone();

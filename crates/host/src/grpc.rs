@@ -5,7 +5,7 @@ use tonic::{Request, Response, Status};
 
 use super::cluster::Message;
 use super::store::{self, Channel, Post, User};
-use super::{auth, hub};
+use super::{auth, hub, uploads};
 use super::{Host, CALLS_PLUGIN_ID, SERVER_VERSION};
 use calls_wire::ids::{new_id, now_ms};
 use calls_wire::proto::host_server::Host as HostService;
@@ -56,17 +56,68 @@ fn post_proto(p: &Post) -> proto::Post {
         create_at: p.create_at,
         update_at: p.update_at,
         delete_at: p.delete_at,
+        file_ids: p.file_id_list(),
     }
 }
 
-/// The post as Mattermost clients get it over the websocket / API.
+/// The post as Mattermost clients get it over the websocket / API (`file_ids` only
+/// when it has files, as Mattermost's `omitempty`).
 pub fn post_json(p: &Post) -> Value {
     let props: Value = serde_json::from_str(&p.props).unwrap_or(json!({}));
-    json!({
+    let mut v = json!({
         "id": p.id, "channel_id": p.channel_id, "user_id": p.user_id, "root_id": p.root_id,
         "message": p.message, "type": p.post_type, "props": props,
         "create_at": p.create_at, "update_at": p.update_at, "delete_at": p.delete_at,
-    })
+    });
+    let files = p.file_id_list();
+    if !files.is_empty() {
+        v["file_ids"] = json!(files);
+    }
+    v
+}
+
+pub fn file_info_proto(f: &store::FileInfo) -> proto::FileInfo {
+    proto::FileInfo {
+        id: f.id.clone(),
+        user_id: f.creator_id.clone(),
+        channel_id: f.channel_id.clone(),
+        post_id: f.post_id.clone(),
+        name: f.name.clone(),
+        extension: f.extension.clone(),
+        size: f.size,
+        mime_type: f.mime_type.clone(),
+        create_at: f.create_at,
+    }
+}
+
+fn upload_proto(u: &store::UploadSession) -> proto::UploadSession {
+    proto::UploadSession {
+        id: u.id.clone(),
+        r#type: u.upload_type.clone(),
+        create_at: u.create_at,
+        user_id: u.user_id.clone(),
+        channel_id: u.channel_id.clone(),
+        filename: u.filename.clone(),
+        file_size: u.file_size,
+        file_offset: u.file_offset,
+    }
+}
+
+/// An upload failure as the plugin API reports it (Mattermost's AppError statuses).
+fn upload_status(e: uploads::UploadError) -> Status {
+    use uploads::UploadError as E;
+    match e {
+        E::NotFound => Status::not_found(e.to_string()),
+        E::TooLarge(_) => Status::out_of_range(e.to_string()),
+        E::BadType | E::BadChannel | E::BadSize | E::Overflow => {
+            Status::invalid_argument(e.to_string())
+        }
+        E::Store(s) => internal(s),
+        E::File(f) => {
+            tracing::error!(error = %f, "file store error");
+            Status::internal(f.to_string())
+        }
+    }
 }
 
 /// Finds or creates the DM channel of two users.
@@ -593,8 +644,28 @@ impl HostService for HostGrpc {
             create_at: now,
             update_at: now,
             delete_at: 0,
+            file_ids: "[]".into(),
         };
+        if p.file_ids.len() > 10 {
+            return Err(Status::invalid_argument("a post holds at most 10 files"));
+        }
         self.0.store.create_post(&post).await.map_err(internal)?;
+        let mut post = post;
+        if !p.file_ids.is_empty() {
+            // Only the author's own unattached files of the channel (Mattermost's rule).
+            let attached = self
+                .0
+                .store
+                .attach_files(&post, &p.file_ids)
+                .await
+                .map_err(internal)?;
+            post.file_ids = json!(attached).to_string();
+            self.0
+                .store
+                .set_post_files(&post.id, &post.file_ids)
+                .await
+                .map_err(internal)?;
+        }
         let b = proto::WebSocketBroadcast {
             channel_id: post.channel_id.clone(),
             ..Default::default()
@@ -676,6 +747,7 @@ impl HostService for HostGrpc {
             create_at: now,
             update_at: now,
             delete_at: 0,
+            file_ids: "[]".into(),
         };
         let b = proto::WebSocketBroadcast {
             user_id: r.user_id,
@@ -692,5 +764,128 @@ impl HostService for HostGrpc {
         Ok(Response::new(proto::PostResponse {
             post: Some(post_proto(&post)),
         }))
+    }
+
+    async fn create_session(
+        &self,
+        r: Request<proto::CreateSessionRequest>,
+    ) -> Result<Response<proto::CreateSessionResponse>, Status> {
+        let r = r.into_inner();
+        if self.0.store.user(&r.user_id).await.map_err(internal)?.is_none() {
+            return Err(Status::not_found("user not found"));
+        }
+        let ttl = if r.expires_at > 0 {
+            (r.expires_at - now_ms()).max(1)
+        } else {
+            0
+        };
+        let (id, token) = self
+            .0
+            .store
+            .create_session(&r.user_id, ttl)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(proto::CreateSessionResponse { id, token }))
+    }
+
+    async fn revoke_session(
+        &self,
+        r: Request<proto::IdRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        self.0
+            .store
+            .delete_session(&r.into_inner().id)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn create_upload_session(
+        &self,
+        r: Request<proto::UploadSessionRequest>,
+    ) -> Result<Response<proto::UploadSessionResponse>, Status> {
+        let u = r.into_inner().session.unwrap_or_default();
+        let us = uploads::create(
+            &self.0,
+            &u.r#type,
+            &u.user_id,
+            &u.channel_id,
+            &u.filename,
+            u.file_size,
+        )
+        .await
+        .map_err(upload_status)?;
+        Ok(Response::new(proto::UploadSessionResponse {
+            session: Some(upload_proto(&us)),
+        }))
+    }
+
+    async fn get_upload_session(
+        &self,
+        r: Request<proto::IdRequest>,
+    ) -> Result<Response<proto::UploadSessionResponse>, Status> {
+        let us = uploads::session(&self.0, &r.into_inner().id)
+            .await
+            .map_err(upload_status)?;
+        Ok(Response::new(proto::UploadSessionResponse {
+            session: Some(upload_proto(&us)),
+        }))
+    }
+
+    async fn upload_data(
+        &self,
+        r: Request<tonic::Streaming<proto::UploadDataPart>>,
+    ) -> Result<Response<proto::UploadDataResponse>, Status> {
+        let mut parts = r.into_inner();
+        let mut us: Option<store::UploadSession> = None;
+        // One request carries at most MaxFileSize bytes, as Mattermost's UploadData.
+        let (max, mut got) = (self.0.max_file_size(), 0i64);
+        while let Some(part) = parts.message().await? {
+            let cur = match &mut us {
+                Some(u) => u,
+                None => us.insert(
+                    uploads::session(&self.0, &part.upload_id)
+                        .await
+                        .map_err(upload_status)?,
+                ),
+            };
+            got += part.data.len() as i64;
+            if got > max {
+                return Err(upload_status(uploads::UploadError::TooLarge(max)));
+            }
+            uploads::append(&self.0, cur, &part.data)
+                .await
+                .map_err(upload_status)?;
+        }
+        let us = us.ok_or_else(|| Status::invalid_argument("no upload session named"))?;
+        if us.file_offset < us.file_size {
+            return Ok(Response::new(proto::UploadDataResponse {
+                complete: false,
+                file_info: None,
+            }));
+        }
+        let info = uploads::finish(&self.0, &us)
+            .await
+            .map_err(upload_status)?;
+        Ok(Response::new(proto::UploadDataResponse {
+            complete: true,
+            file_info: Some(file_info_proto(&info)),
+        }))
+    }
+
+    async fn get_file_info(
+        &self,
+        r: Request<proto::IdRequest>,
+    ) -> Result<Response<proto::FileInfo>, Status> {
+        match self
+            .0
+            .store
+            .file_info(&r.into_inner().id)
+            .await
+            .map_err(internal)?
+        {
+            Some(f) => Ok(Response::new(file_info_proto(&f))),
+            None => Err(Status::not_found("file not found")),
+        }
     }
 }

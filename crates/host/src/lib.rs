@@ -12,6 +12,7 @@ pub mod api;
 pub mod auth;
 pub mod cluster;
 pub mod config_store;
+pub mod files;
 pub mod grpc;
 pub mod hub;
 pub mod logins;
@@ -19,6 +20,7 @@ pub mod plugins;
 pub mod secrets;
 pub mod store;
 pub mod sync;
+pub mod uploads;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -57,6 +59,8 @@ pub struct HostCtx {
     pub repeats: calls_service::log_limit::Repeats,
     /// Login rate limits, lockouts and the password hashing they guard.
     pub logins: logins::Logins,
+    /// Uploaded files (recordings among them).
+    pub files: Box<dyn files::FileBackend>,
 }
 
 pub type Host = Arc<HostCtx>;

@@ -13,11 +13,13 @@ pub static MIGRATIONS: MigrationSet = MigrationSet {
     sqlite: &[
         migration!(1, "sqlite", "000001_host_schema"),
         migration!(2, "sqlite", "000002_login_attempts"),
+        migration!(3, "sqlite", "000003_files"),
     ],
     postgres: &[
         migration!(1, "postgres", "000001_host_schema"),
         migration!(2, "postgres", "000002_cluster"),
         migration!(3, "postgres", "000003_login_attempts"),
+        migration!(4, "postgres", "000004_files"),
     ],
 };
 
@@ -126,6 +128,65 @@ pub struct Post {
     pub update_at: i64,
     #[sqlx(rename = "deleteat")]
     pub delete_at: i64,
+    /// The attached files' ids, a JSON array.
+    #[serde(skip)]
+    #[sqlx(rename = "fileids")]
+    pub file_ids: String,
+}
+
+impl Post {
+    pub fn file_id_list(&self) -> Vec<String> {
+        serde_json::from_str(&self.file_ids).unwrap_or_default()
+    }
+}
+
+/// Mattermost's `FileInfo` (the columns of `fileinfo`).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct FileInfo {
+    pub id: String,
+    #[serde(rename = "user_id")]
+    #[sqlx(rename = "creatorid")]
+    pub creator_id: String,
+    #[sqlx(rename = "postid")]
+    pub post_id: String,
+    #[sqlx(rename = "channelid")]
+    pub channel_id: String,
+    #[sqlx(rename = "createat")]
+    pub create_at: i64,
+    #[sqlx(rename = "updateat")]
+    pub update_at: i64,
+    #[sqlx(rename = "deleteat")]
+    pub delete_at: i64,
+    #[serde(skip)]
+    pub path: String,
+    pub name: String,
+    pub extension: String,
+    pub size: i64,
+    #[serde(rename = "mime_type")]
+    #[sqlx(rename = "mimetype")]
+    pub mime_type: String,
+}
+
+/// Mattermost's `UploadSession` (the columns of `uploadsessions`).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct UploadSession {
+    pub id: String,
+    #[serde(rename = "type")]
+    #[sqlx(rename = "type")]
+    pub upload_type: String,
+    #[sqlx(rename = "createat")]
+    pub create_at: i64,
+    #[sqlx(rename = "userid")]
+    pub user_id: String,
+    #[sqlx(rename = "channelid")]
+    pub channel_id: String,
+    pub filename: String,
+    #[serde(skip)]
+    pub path: String,
+    #[sqlx(rename = "filesize")]
+    pub file_size: i64,
+    #[sqlx(rename = "fileoffset")]
+    pub file_offset: i64,
 }
 
 pub fn token_hash(token: &str) -> String {
@@ -136,7 +197,10 @@ pub fn token_hash(token: &str) -> String {
 const USER_COLS: &str = "id, username, email, passwordhash, firstname, lastname, nickname, roles, isbot, createat, updateat, deleteat";
 const CHANNEL_COLS: &str = "id, teamid, type, name, displayname, creatorid, createat, deleteat";
 const POST_COLS: &str =
-    "id, channelid, userid, rootid, message, type, props, createat, updateat, deleteat";
+    "id, channelid, userid, rootid, message, type, props, createat, updateat, deleteat, fileids";
+const FILE_COLS: &str = "id, creatorid, postid, channelid, createat, updateat, deleteat, path, name, extension, size, mimetype";
+const UPLOAD_COLS: &str =
+    "id, type, createat, userid, channelid, filename, path, filesize, fileoffset";
 
 #[derive(Clone)]
 pub struct HostStore {
@@ -436,7 +500,7 @@ impl HostStore {
 
     pub async fn create_post(&self, post: &Post) -> Result<()> {
         let sql =
-            format!("INSERT INTO posts ({POST_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)");
+            format!("INSERT INTO posts ({POST_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)");
         db_run!(&self.db, |p| sqlx::query(&sql)
             .bind(&post.id)
             .bind(&post.channel_id)
@@ -448,6 +512,7 @@ impl HostStore {
             .bind(post.create_at)
             .bind(post.update_at)
             .bind(post.delete_at)
+            .bind(&post.file_ids)
             .execute(p)
             .await
             .map(drop)?);
@@ -462,6 +527,18 @@ impl HostStore {
         .bind(&post.message)
         .bind(&post.props)
         .bind(post.update_at)
+        .execute(p)
+        .await
+        .map(drop)?);
+        Ok(())
+    }
+
+    pub async fn set_post_files(&self, id: &str, file_ids: &str) -> Result<()> {
+        db_run!(&self.db, |p| sqlx::query(
+            "UPDATE posts SET fileids = $2 WHERE id = $1"
+        )
+        .bind(id)
+        .bind(file_ids)
         .execute(p)
         .await
         .map(drop)?);
@@ -484,6 +561,122 @@ impl HostStore {
             .bind(channel_id)
             .fetch_all(p)
             .await?))
+    }
+
+    // ------------------------------------------------------------ files
+
+    pub async fn create_file_info(&self, f: &FileInfo) -> Result<()> {
+        let sql = format!(
+            "INSERT INTO fileinfo ({FILE_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)"
+        );
+        db_run!(&self.db, |p| sqlx::query(&sql)
+            .bind(&f.id)
+            .bind(&f.creator_id)
+            .bind(&f.post_id)
+            .bind(&f.channel_id)
+            .bind(f.create_at)
+            .bind(f.update_at)
+            .bind(f.delete_at)
+            .bind(&f.path)
+            .bind(&f.name)
+            .bind(&f.extension)
+            .bind(f.size)
+            .bind(&f.mime_type)
+            .execute(p)
+            .await
+            .map(drop)?);
+        Ok(())
+    }
+
+    pub async fn file_info(&self, id: &str) -> Result<Option<FileInfo>> {
+        let sql = format!("SELECT {FILE_COLS} FROM fileinfo WHERE id = $1 AND deleteat = 0");
+        Ok(db_run!(&self.db, |p| sqlx::query_as::<_, FileInfo>(&sql)
+            .bind(id)
+            .fetch_optional(p)
+            .await?))
+    }
+
+    /// Attaches files to a post: only files of the post's channel and author that no
+    /// post holds yet (as Mattermost's `attachFilesToPost`); returns the attached ids.
+    pub async fn attach_files(&self, post: &Post, ids: &[String]) -> Result<Vec<String>> {
+        let mut attached = Vec::new();
+        for id in ids {
+            let n = db_run!(&self.db, |p| sqlx::query(
+                "UPDATE fileinfo SET postid = $2, updateat = $5 WHERE id = $1 AND postid = '' AND channelid = $3 AND creatorid = $4 AND deleteat = 0"
+            )
+            .bind(id)
+            .bind(&post.id)
+            .bind(&post.channel_id)
+            .bind(&post.user_id)
+            .bind(now_ms())
+            .execute(p)
+            .await?
+            .rows_affected());
+            if n == 1 {
+                attached.push(id.clone());
+            }
+        }
+        Ok(attached)
+    }
+
+    pub async fn files_of_post(&self, post_id: &str) -> Result<Vec<FileInfo>> {
+        let sql = format!(
+            "SELECT {FILE_COLS} FROM fileinfo WHERE postid = $1 AND deleteat = 0 ORDER BY createat, id"
+        );
+        Ok(db_run!(&self.db, |p| sqlx::query_as::<_, FileInfo>(&sql)
+            .bind(post_id)
+            .fetch_all(p)
+            .await?))
+    }
+
+    pub async fn create_upload(&self, u: &UploadSession) -> Result<()> {
+        let sql =
+            format!("INSERT INTO uploadsessions ({UPLOAD_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)");
+        db_run!(&self.db, |p| sqlx::query(&sql)
+            .bind(&u.id)
+            .bind(&u.upload_type)
+            .bind(u.create_at)
+            .bind(&u.user_id)
+            .bind(&u.channel_id)
+            .bind(&u.filename)
+            .bind(&u.path)
+            .bind(u.file_size)
+            .bind(u.file_offset)
+            .execute(p)
+            .await
+            .map(drop)?);
+        Ok(())
+    }
+
+    pub async fn upload(&self, id: &str) -> Result<Option<UploadSession>> {
+        let sql = format!("SELECT {UPLOAD_COLS} FROM uploadsessions WHERE id = $1");
+        Ok(db_run!(&self.db, |p| sqlx::query_as::<_, UploadSession>(&sql)
+            .bind(id)
+            .fetch_optional(p)
+            .await?))
+    }
+
+    pub async fn set_upload_offset(&self, id: &str, offset: i64) -> Result<()> {
+        db_run!(&self.db, |p| sqlx::query(
+            "UPDATE uploadsessions SET fileoffset = $2 WHERE id = $1"
+        )
+        .bind(id)
+        .bind(offset)
+        .execute(p)
+        .await
+        .map(drop)?);
+        Ok(())
+    }
+
+    pub async fn delete_upload(&self, id: &str) -> Result<()> {
+        db_run!(&self.db, |p| sqlx::query(
+            "DELETE FROM uploadsessions WHERE id = $1"
+        )
+        .bind(id)
+        .execute(p)
+        .await
+        .map(drop)?);
+        Ok(())
     }
 
     pub async fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>> {

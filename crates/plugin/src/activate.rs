@@ -73,6 +73,8 @@ pub async fn activate(host_addr: &str, bundle_path: &str) -> Result<App, Activat
     let applied = store.migrate().await?;
     tracing::info!(applied, driver = store.db().driver(), "database ready");
     let bot = host.ensure_bot("calls", "Calls", "Calls Bot").await?;
+    // The session the recorder logs in with (never expires, revoked at deactivation).
+    let (bot_session_id, bot_token) = host.create_session(&bot.id, 0).await?;
     let (media, media_events) = Media::new(
         host.clone(),
         server.diagnostic_id.clone(),
@@ -89,6 +91,9 @@ pub async fn activate(host_addr: &str, bundle_path: &str) -> Result<App, Activat
         license: RwLock::new(license_info(&license)),
         server,
         bot_id: bot.id,
+        bot_session_id,
+        bot_token,
+        job_service: Default::default(),
         sessions: Sessions::default(),
         api_limits: Default::default(),
         ws_budgets: Default::default(),
@@ -108,6 +113,8 @@ pub async fn activate(host_addr: &str, bundle_path: &str) -> Result<App, Activat
     apply_media_mode(&app).await?;
     recover_sessions(&app).await?;
     tokio::spawn(check_auth_sessions(app.clone()));
+    let app2 = app.clone();
+    tokio::spawn(async move { super::recording::refresh_job_service(&app2).await });
     tokio::spawn(super::node_failure::run(app.clone()));
     if !app.node_id().is_empty() {
         tracing::info!(node_id = app.node_id(), "running in a cluster");
@@ -282,6 +289,9 @@ pub async fn deactivate(app: &App) {
         }
     }
     app.media.close();
+    if let Err(e) = app.host.revoke_session(&app.bot_session_id).await {
+        tracing::warn!(error = %e, "bot session not revoked");
+    }
     app.store.db().close().await;
     tracing::info!("plugin deactivated");
 }

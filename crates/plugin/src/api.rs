@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -22,139 +21,14 @@ use super::host_api::Broadcast;
 use super::host_controls;
 use super::leave::end_call;
 use super::model::CallsChannel;
+use super::recording;
 use calls_wire::ids::{is_valid_id, now_ms};
 
-pub use calls_wire::http::USER_HEADER;
-/// Upstream `requestBodyMaxSizeBytes`.
-pub const MAX_BODY: usize = 1 << 20;
-/// Upstream `logsUploadMaxSizeBytes`: twice the client's 1 MB log cap (JSON escaping).
-pub const MAX_LOGS_BODY: usize = 2 << 20;
-
-/// A request body read as far as `N` bytes, as upstream's `http.MaxBytesReader`: a
-/// larger one is refused as soon as `N` is passed, the rest never read. Handlers
-/// take it instead of `Bytes`, so the body is read only after the auth and rate-limit
-/// layers let the request through, and never buffered anywhere before.
-pub struct Limited<const N: usize>(Result<Bytes, BodyRead>);
-
-#[derive(Debug)]
-pub enum BodyRead {
-    TooLarge,
-    Broken(String),
-}
-
-impl<S: Send + Sync, const N: usize> axum::extract::FromRequest<S> for Limited<N> {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
-        use http_body_util::BodyExt;
-        let read = http_body_util::Limited::new(req.into_body(), N)
-            .collect()
-            .await;
-        Ok(Limited(match read {
-            Ok(c) => Ok(c.to_bytes()),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyRead::TooLarge),
-            Err(e) => Err(BodyRead::Broken(e.to_string())),
-        }))
-    }
-}
-
-// ------------------------------------------------------------------ response shapes
-
-/// Shape A: `{"message","detailed_error"?,"status_code"}` + newline, without a JSON
-/// content type (upstream adds the header after writing the status).
-pub fn shape_a(code: StatusCode, message: &str) -> Response {
-    let body = format!(
-        "{}\n",
-        json!({"message": message, "status_code": code.as_u16()})
-    );
-    (
-        code,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        body,
-    )
-        .into_response()
-}
-
-fn success() -> Response {
-    shape_a(StatusCode::OK, "success")
-}
-
-/// Shape B: Go's `http.Error`.
-pub fn plain(code: StatusCode, text: &str) -> Response {
-    (
-        code,
-        [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        format!("{text}\n"),
-    )
-        .into_response()
-}
-
-/// Shape C.
-fn internal(code: StatusCode, public: &str, err: &dyn std::fmt::Display) -> Response {
-    tracing::error!("public error message: {public}; internal details: {err}");
-    (
-        code,
-        [(header::CONTENT_TYPE, "application/json")],
-        json!({"error": public}).to_string(),
-    )
-        .into_response()
-}
-
-const INTERNAL_MSG: &str = "An internal error has occurred. Check app server logs for details.";
-
-fn json_ok<T: serde::Serialize>(v: &T) -> Response {
-    match serde_json::to_string(v) {
-        Ok(s) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            format!("{s}\n"),
-        )
-            .into_response(),
-        Err(e) => internal(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_MSG, &e),
-    }
-}
-
-/// Call-operation errors as shape A: the known refusals are 400, the rest 500.
-fn app_error(e: AppError) -> Response {
-    match e {
-        AppError::NoCallOngoing
-        | AppError::NoPermissions
-        | AppError::NotInCall
-        | AppError::NotAllowed(_)
-        | AppError::Forbidden
-        | AppError::Refused(_) => shape_a(StatusCode::BAD_REQUEST, &e.to_string()),
-        other => {
-            tracing::error!(error = %other, "request failed");
-            shape_a(StatusCode::INTERNAL_SERVER_ERROR, &other.to_string())
-        }
-    }
-}
-
-fn user_id(h: &HeaderMap) -> String {
-    h.get(USER_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
-}
-
-/// Decodes a JSON body, upstream-style: too large or malformed → 400 shape A.
-fn json_body<T: for<'de> Deserialize<'de>>(body: Limited<MAX_BODY>) -> Result<T, Box<Response>> {
-    let bytes = match body.0 {
-        Ok(b) => b,
-        Err(BodyRead::TooLarge) => {
-            return Err(Box::new(shape_a(
-                StatusCode::BAD_REQUEST,
-                "http: request body too large",
-            )))
-        }
-        Err(BodyRead::Broken(e)) => return Err(Box::new(shape_a(StatusCode::BAD_REQUEST, &e))),
-    };
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Box::new(shape_a(StatusCode::BAD_REQUEST, &e.to_string())))
-}
+use super::responses::{
+    app_error, internal, json_body, json_ok, plain, shape_a, success, user_id, Limited,
+    INTERNAL_MSG, MAX_BODY, MAX_LOGS_BODY,
+};
+pub use super::responses::USER_HEADER;
 
 // ------------------------------------------------------------------ router
 
@@ -163,8 +37,7 @@ pub fn router(app: App) -> Router {
         .route("/version", get(version))
         .route("/metrics", get(metrics))
         .route("/standalone/{*path}", get(standalone));
-    let bot = Router::new()
-        .route("/bot/{*rest}", get(bot_forbidden).post(bot_forbidden))
+    let bot = super::bot_api::router(app.clone())
         .route_layer(middleware::from_fn_with_state(app.clone(), require_user));
     let authed = Router::new()
         .route("/config", get(get_config))
@@ -304,12 +177,6 @@ async fn debug(State(app): State<App>, h: HeaderMap) -> Response {
             .into_response(),
         Err(e) => internal(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_MSG, &e),
     }
-}
-
-async fn bot_forbidden() -> Response {
-    // Only the plugin's bot with a recordings license may use these; the bot has no
-    // session on this server, so nobody qualifies.
-    plain(StatusCode::FORBIDDEN, "Forbidden")
 }
 
 fn client_config(app: &App) -> serde_json::Map<String, Value> {
@@ -583,10 +450,12 @@ async fn dismiss_notification(
     }
 }
 
+/// `POST /calls/{channel_id}/recording/{start|stop}`: the call's host only, in
+/// upstream's order of checks (reference calls-plugin.md §1.3).
 async fn recording(
     State(app): State<App>,
     h: HeaderMap,
-    Path((channel_id, _action)): Path<(String, String)>,
+    Path((channel_id, action)): Path<(String, String)>,
 ) -> Response {
     let uid = user_id(&h);
     match app.can_read_channel(&uid, &channel_id).await {
@@ -594,17 +463,23 @@ async fn recording(
         Ok(false) => return shape_a(StatusCode::FORBIDDEN, "Forbidden"),
         Err(e) => return shape_a(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
-    if !app.license().enterprise() {
-        return shape_a(
-            StatusCode::FORBIDDEN,
-            "Recordings are not allowed by your license",
-        );
+    if recording::job_service(&app).is_err() && app.config().EnableRecordings {
+        // A service that was down when recordings were enabled may be up now.
+        recording::refresh_job_service(&app).await;
     }
-    if !app.config().EnableRecordings {
-        return shape_a(StatusCode::FORBIDDEN, "Recordings are not enabled");
+    let svc = match recording::job_service(&app) {
+        Ok(s) => s,
+        Err(e) => return shape_a(e.status, &e.message),
+    };
+    let res = match action.as_str() {
+        "start" => recording::start(&app, &svc, &channel_id, &uid).await,
+        "stop" => recording::stop(&app, &channel_id, &uid).await,
+        _ => recording::unsupported(&app, &channel_id, &uid).await,
+    };
+    match res {
+        Ok(js) => json_ok(&js),
+        Err(e) => shape_a(e.status, &e.message),
     }
-    // No job service (calls-offloader) can be reached from this server.
-    shape_a(StatusCode::FORBIDDEN, "Job service is not initialized")
 }
 
 #[derive(Deserialize)]

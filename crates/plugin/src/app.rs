@@ -84,6 +84,11 @@ pub struct Inner {
     pub license: RwLock<LicenseInfo>,
     pub server: proto::ServerInfo,
     pub bot_id: String,
+    /// The bot's login session (id, token): the recorder acts as the bot with it.
+    pub bot_session_id: String,
+    pub bot_token: String,
+    /// The job service that runs recorders, once reached (recordings enabled).
+    pub job_service: RwLock<Option<Arc<super::job_service::JobService>>>,
     pub call_locks: CallLocks,
     pub sessions: Sessions,
     /// The REST API's per-user limit.

@@ -21,6 +21,11 @@ impl CallLocks {
         CallLocks(mutexes)
     }
 
+    /// The cluster mutexes the call locks are made of (for the plugin's other locks).
+    pub fn mutexes(&self) -> &Mutexes {
+        &self.0
+    }
+
     /// Holds the lock of `channel_id`'s call until the guard drops.
     pub async fn lock(&self, channel_id: &str) -> Result<Guard, LockError> {
         self.0

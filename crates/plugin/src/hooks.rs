@@ -141,6 +141,9 @@ impl Plugin for Hooks {
                     if let Err(e) = super::activate::apply_media_mode(&app2).await {
                         tracing::error!(error = %e, "media mode not applied: new calls fail until it is");
                     }
+                    // Unlike upstream (activation only): enabling recordings or
+                    // changing the job service takes effect without a restart.
+                    super::recording::refresh_job_service(&app2).await;
                 });
                 Ok(Response::new(proto::ConfigurationChangeResponse::default()))
             }

@@ -373,6 +373,67 @@ impl HostApi {
         }
     }
 
+    /// A login session for `user_id` (the bot's, for the recorder): (id, token).
+    pub async fn create_session(&self, user_id: &str, expires_at: i64) -> Result<(String, String)> {
+        let r = self
+            .c()
+            .create_session(proto::CreateSessionRequest {
+                user_id: user_id.into(),
+                expires_at,
+            })
+            .await?
+            .into_inner();
+        Ok((r.id, r.token))
+    }
+
+    pub async fn revoke_session(&self, id: &str) -> Result<()> {
+        self.c()
+            .revoke_session(proto::IdRequest { id: id.into() })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn create_upload(&self, us: proto::UploadSession) -> Result<proto::UploadSession> {
+        found(
+            self.c()
+                .create_upload_session(proto::UploadSessionRequest { session: Some(us) })
+                .await?
+                .into_inner()
+                .session,
+        )
+    }
+
+    pub async fn upload_session(&self, id: &str) -> Result<Option<proto::UploadSession>> {
+        match self
+            .c()
+            .get_upload_session(proto::IdRequest { id: id.into() })
+            .await
+        {
+            Ok(r) => Ok(r.into_inner().session),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+            Err(s) => Err(s.into()),
+        }
+    }
+
+    /// Streams an upload's data to the host: the file's info once it is whole.
+    pub async fn upload_data(
+        &self,
+        upload_id: &str,
+        data: impl futures_util::Stream<Item = Vec<u8>> + Send + 'static,
+    ) -> Result<Option<proto::FileInfo>> {
+        use futures_util::StreamExt;
+        let first = proto::UploadDataPart {
+            upload_id: upload_id.into(),
+            data: Vec::new(),
+        };
+        let parts = futures_util::stream::iter([first]).chain(data.map(|d| proto::UploadDataPart {
+            upload_id: String::new(),
+            data: d,
+        }));
+        let r = self.c().upload_data(parts).await?.into_inner();
+        Ok(if r.complete { r.file_info } else { None })
+    }
+
     pub async fn send_ephemeral(
         &self,
         user_id: &str,

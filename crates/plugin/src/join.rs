@@ -15,6 +15,7 @@ use super::host_api::Broadcast;
 use super::media::JoinOptions;
 use super::model::{Call, CallProps, CallState, CallStats, Session};
 use super::node_failure;
+use super::recording;
 use super::session_task;
 use super::sessions::{conn_key, LocalSession, Signal};
 use calls_wire::ids::{new_id, now_ms};
@@ -229,7 +230,16 @@ async fn add_to_call(
         }
     }
     app.media.track_call(&state.call.id, &state.call.props);
-    if at_capacity(cfg.MaxCallParticipants, state.sessions.len()) {
+    // The recorder is nobody's participant: it does not take a place (upstream counts
+    // it), and it comes in only for the recording waiting for it.
+    let people = state
+        .sessions
+        .values()
+        .filter(|s| s.user_id != app.bot_id)
+        .count();
+    if is_bot {
+        recording::bot_joins(app, &mut state, &data.job_id, conn_id).await?;
+    } else if at_capacity(cfg.MaxCallParticipants, people) {
         return Err(refused("user cannot join because of limits"));
     }
     let session = Session {
@@ -349,6 +359,8 @@ async fn announce_join(app: &App, state: &CallState, conn_id: &str, user_id: &st
             Broadcast::channel(channel_id),
         )
         .await;
+    } else if let Some(job) = state.jobs.get(recording::RECORDING) {
+        recording::publish_job_state(app, state, job).await;
     }
     send_call_state(app, state, user_id, Broadcast::user(user_id)).await;
 }

@@ -14,6 +14,7 @@ use super::calls::reelect_host;
 use super::cluster_events::tell_left;
 use super::host_api::Broadcast;
 use super::model::{Call, CallProps};
+use super::recording;
 use super::sessions::{conn_key, node_key, Signal};
 use calls_wire::ids::now_ms;
 
@@ -77,6 +78,7 @@ pub async fn remove_session(app: &App, channel_id: &str, session_id: &str) -> Re
         }
         video_off = true;
     }
+    let recording_ended = recording::session_left(app, &mut state, session_id).await?;
     let host_changed = reelect_host(&mut state, &app.bot_id);
     let ended = state.sessions.is_empty();
     let participants: Vec<String> = state.call.props.participants.keys().cloned().collect();
@@ -94,6 +96,10 @@ pub async fn remove_session(app: &App, channel_id: &str, session_id: &str) -> Re
     app.store.update_call(&state.call).await?;
     drop(guard);
 
+    if let Some(job) = &recording_ended {
+        recording::publish_job_state(app, &state, job).await;
+    }
+    recording::only_bot_left(app, &state).await;
     if screen_off {
         app.publish_to_participants("user_screen_off", json!({}), &state)
             .await;
@@ -137,6 +143,10 @@ pub async fn end_call(app: &App, channel_id: &str, requester: &str) -> Result<()
     drop(guard);
     app.publish("call_end", json!({}), Broadcast::channel(channel_id))
         .await;
+    // The recorder gets no copy of channel events here: it is told to stop and upload.
+    if let Some(job) = state.jobs.get(recording::RECORDING) {
+        recording::send_job_stop(app, &job.id).await;
+    }
     let app = app.clone();
     let channel_id = channel_id.to_string();
     let call_id = state.call.id.clone();
@@ -167,6 +177,7 @@ pub async fn force_cleanup(
     if call.end_at != 0 && sessions.is_empty() {
         return Ok(false);
     }
+    let jobs = app.store.get_active_jobs(call_id).await?;
     for s in sessions.keys() {
         app.media.remove_session(Some(call_id), s).await;
         let _ = app.host.kv_delete(&conn_key(s)).await;
@@ -197,6 +208,14 @@ pub async fn force_cleanup(
     drop(guard);
     if announce {
         app.publish("call_end", json!({}), Broadcast::channel(channel_id))
+            .await;
+    }
+    // Recordings end with the call (upstream tells the channel, recordings only).
+    let end = now_ms();
+    for mut job in jobs.into_values().filter(|j| j.job_type == recording::RECORDING) {
+        job.end_at = end;
+        let data = recording::job_state_event(channel_id, &job);
+        app.publish("call_job_state", data, Broadcast::channel(channel_id))
             .await;
     }
     // The post first (as upstream's cleanup does), then the departures.

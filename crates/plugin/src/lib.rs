@@ -4,8 +4,11 @@
 //! Layout, from the edge inwards:
 //! - [`hooks`]: the `Plugin` gRPC service the host calls (HTTP, websocket events,
 //!   configuration changes, activation).
-//! - [`api`]: the `/plugins/com.mattermost.calls` REST routes; [`host_controls`]
+//! - [`api`]: the `/plugins/com.mattermost.calls` REST routes, [`bot_api`] the ones
+//!   the recorder calls as the bot, [`responses`] their shapes; [`host_controls`]
 //!   what a call's host does to others' sessions.
+//! - Recordings: [`recording`] (jobs, their states and posts), [`job_service`] (the
+//!   calls-offloader API client).
 //! - [`signaling`]: websocket actions as they come in; [`client_message`] parses them,
 //!   once, into typed actions.
 //! - The session lifecycle: [`join`] (join, reconnect), [`session_task`] (one task
@@ -31,6 +34,7 @@ pub mod actions;
 pub mod activate;
 pub mod api;
 pub mod app;
+pub mod bot_api;
 pub mod call_lock;
 pub mod calls;
 pub mod client_message;
@@ -40,6 +44,7 @@ pub mod config;
 pub mod hooks;
 pub mod host_api;
 pub mod host_controls;
+pub mod job_service;
 pub mod join;
 pub mod leave;
 pub mod media;
@@ -50,6 +55,8 @@ pub mod mutex;
 pub mod node_failure;
 pub mod peers;
 pub mod rate_limit;
+pub mod recording;
+pub mod responses;
 pub mod session_task;
 pub mod sessions;
 pub mod signaling;

@@ -328,6 +328,49 @@ impl Store {
         Ok(out)
     }
 
+    pub async fn create_job(&self, j: &Job) -> Result<()> {
+        let _op = self.op("CreateCallJob");
+        db_run!(&self.db, |p| sqlx::query(
+            "INSERT INTO calls_jobs (id, callid, type, creatorid, initat, startat, endat, props) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)"
+        )
+        .bind(&j.id)
+        .bind(&j.call_id)
+        .bind(&j.job_type)
+        .bind(&j.creator_id)
+        .bind(j.init_at)
+        .bind(j.start_at)
+        .bind(j.end_at)
+        .bind(&j.props)
+        .execute(p)
+        .await
+        .map(drop)?);
+        Ok(())
+    }
+
+    pub async fn update_job(&self, j: &Job) -> Result<()> {
+        let _op = self.op("UpdateCallJob");
+        db_run!(&self.db, |p| sqlx::query(
+            "UPDATE calls_jobs SET startat = $2, endat = $3, props = $4 WHERE id = $1"
+        )
+        .bind(&j.id)
+        .bind(j.start_at)
+        .bind(j.end_at)
+        .bind(&j.props)
+        .execute(p)
+        .await
+        .map(drop)?);
+        Ok(())
+    }
+
+    pub async fn get_job(&self, id: &str) -> Result<Option<Job>> {
+        let _op = self.op("GetCallJob");
+        let sql = "SELECT id, callid, type, creatorid, initat, startat, endat, props FROM calls_jobs WHERE id = $1";
+        Ok(db_run!(&self.db, |p| sqlx::query_as::<_, Job>(sql)
+            .bind(id)
+            .fetch_optional(p)
+            .await?))
+    }
+
     pub async fn end_active_jobs(&self, call_id: &str, now: i64) -> Result<()> {
         let _op = self.op("UpdateCallJob");
         db_run!(&self.db, |p| sqlx::query(

@@ -12,11 +12,11 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
-use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 
 use super::auth::{AuthError, Identity};
+use calls_service::client_api;
 use super::Rtcd;
 use calls_wire::rtcd::{Envelope, MAX_FRAME};
 
@@ -99,15 +99,6 @@ async fn cors(
     resp
 }
 
-fn coded(status: StatusCode, mut body: Value) -> Response {
-    body["code"] = Value::String(status.as_u16().to_string());
-    (status, Json(body)).into_response()
-}
-
-fn error(status: StatusCode, msg: impl Into<String>) -> Response {
-    coded(status, json!({"error": msg.into()}))
-}
-
 async fn version() -> Json<Value> {
     Json(json!({
         "buildDate": option_env!("RTCD_BUILD_DATE").unwrap_or(""),
@@ -143,37 +134,15 @@ async fn authenticate(
     headers: &HeaderMap,
     from: SocketAddr,
 ) -> Result<Identity, AuthError> {
-    let h = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or(AuthError::Failed)?;
-    if let Some(token) = h.strip_prefix("Bearer ") {
-        return r.auth.bearer(token);
-    }
-    let b64 = h.strip_prefix("Basic ").ok_or(AuthError::Failed)?;
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(b64.trim())
-        .map_err(|_| AuthError::Failed)?;
-    let raw = String::from_utf8(raw).map_err(|_| AuthError::Failed)?;
-    let (id, key) = raw.split_once(':').ok_or(AuthError::Failed)?;
-    r.auth.basic(id, key, from.ip()).await
+    client_api::authenticate(&r.auth, headers, from).await
 }
 
-/// The JSON body's string fields (every value must be a string).
-fn string_fields(body: &[u8]) -> Result<serde_json::Map<String, Value>, String> {
-    let v: Value =
-        serde_json::from_slice(body).map_err(|e| format!("failed to decode body: {e}"))?;
-    let Value::Object(m) = v else {
-        return Err("failed to decode body: not an object".into());
-    };
-    if m.values().any(|v| !v.is_string()) {
-        return Err("failed to decode body: values must be strings".into());
+fn security(r: &Rtcd) -> client_api::Security {
+    let s = &r.config.api.security;
+    client_api::Security {
+        allow_self_registration: s.allow_self_registration,
+        enable_admin: s.enable_admin,
     }
-    Ok(m)
-}
-
-fn s<'a>(m: &'a serde_json::Map<String, Value>, k: &str) -> &'a str {
-    m.get(k).and_then(Value::as_str).unwrap_or_default()
 }
 
 async fn register(
@@ -182,26 +151,7 @@ async fn register(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if !r.config.api.security.allow_self_registration {
-        if let Err(e) = authenticate(&r, &headers, from).await {
-            return error(StatusCode::UNAUTHORIZED, e.to_string());
-        }
-    }
-    let m = match string_fields(&body) {
-        Ok(m) => m,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
-    let id = s(&m, "clientID");
-    match r.auth.register(id, s(&m, "authKey")).await {
-        Ok(()) => {
-            tracing::info!(client_id = id, "client registered");
-            coded(StatusCode::CREATED, json!({"clientID": id}))
-        }
-        Err(e) => {
-            tracing::warn!(client_id = id, error = %e, "registration refused");
-            error(StatusCode::BAD_REQUEST, e.to_string())
-        }
-    }
+    client_api::register(&r.auth, security(&r), &headers, from, &body).await
 }
 
 async fn unregister(
@@ -210,31 +160,7 @@ async fn unregister(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let sec = &r.config.api.security;
-    if !sec.enable_admin && !sec.allow_self_registration {
-        return error(StatusCode::FORBIDDEN, "unregister not enabled");
-    }
-    let who = match authenticate(&r, &headers, from).await {
-        Ok(w) => w,
-        Err(e) => return error(StatusCode::UNAUTHORIZED, e.to_string()),
-    };
-    let m = match string_fields(&body) {
-        Ok(m) => m,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
-    let id = s(&m, "clientID");
-    if id.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "client id should not be empty");
-    }
-    if let Identity::Client(me) = &who {
-        if me != id {
-            return error(StatusCode::FORBIDDEN, "client id not valid");
-        }
-    }
-    match r.auth.unregister(id) {
-        Ok(()) => coded(StatusCode::OK, json!({})),
-        Err(e) => error(StatusCode::BAD_REQUEST, format!("unregister failed: {e}")),
-    }
+    client_api::unregister(&r.auth, security(&r), &headers, from, &body).await
 }
 
 async fn login(
@@ -242,19 +168,7 @@ async fn login(
     ConnectInfo(from): ConnectInfo<SocketAddr>,
     body: axum::body::Bytes,
 ) -> Response {
-    let m = match string_fields(&body) {
-        Ok(m) => m,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
-    match r
-        .auth
-        .login(s(&m, "clientID"), s(&m, "authKey"), from.ip())
-        .await
-    {
-        Ok(token) => coded(StatusCode::OK, json!({"bearerToken": token})),
-        // A bad key is a 400 upstream, not a 401.
-        Err(e) => error(StatusCode::BAD_REQUEST, format!("login failed: {e}")),
-    }
+    client_api::login(&r.auth, from, &body).await
 }
 
 fn plain(status: StatusCode, text: &str) -> Response {

@@ -7,7 +7,7 @@
 //! the service ([`run`]) and holds its metrics. The envelopes are `calls_wire::rtcd`.
 
 pub mod api;
-pub mod auth;
+pub use calls_service::client_auth as auth;
 pub mod config;
 pub mod logging;
 pub mod session;

@@ -4,7 +4,12 @@
 //! - [`log_limit`]: one log line per kind of bad input, not one per frame.
 //! - [`rate`]: token buckets for request and login limits.
 //! - [`nodelay`]: TCP_NODELAY on every accepted connection.
+//! - [`client_auth`]: registered API clients, admin key and bearer tokens (rtcd's
+//!   and the job service's); [`client_api`] their `/register`, `/unregister`,
+//!   `/login` routes.
 
+pub mod client_api;
+pub mod client_auth;
 pub mod log_limit;
 pub mod logging;
 pub mod nodelay;

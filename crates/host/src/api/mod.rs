@@ -2,7 +2,7 @@
 //! by resource:
 //! - [`error`]: Mattermost's `AppError` JSON.
 //! - [`credentials`]: who a request comes from (token, CSRF, current user, admin).
-//! - [`users`], [`channels`] (teams, channels, posts), [`plugins`] (and config),
+//! - [`users`], [`channels`] (teams, channels, posts), [`files`], [`plugins`] (and config),
 //!   [`proxy`] (the plugin's routes, static files, metrics, the page).
 //! - [`websocket`]: `/api/v4/websocket`, the connections and their events.
 
@@ -16,6 +16,7 @@ use crate::Host;
 pub mod channels;
 pub mod credentials;
 pub mod error;
+pub mod files;
 pub mod plugins;
 pub mod proxy;
 pub mod users;
@@ -81,6 +82,8 @@ pub fn router(host: Host) -> Router {
             "/api/v4/channels/{channel_id}/posts",
             get(channels::channel_posts),
         )
+        .route("/api/v4/files/{file_id}", get(files::get_file))
+        .route("/api/v4/files/{file_id}/info", get(files::get_file_info))
         .route(
             "/api/v4/plugins",
             post(plugins::upload_plugin)

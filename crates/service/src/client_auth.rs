@@ -1,4 +1,5 @@
-//! rtcd authentication (reference rtcd.md §1.3): registered clients (id + key, the key
+//! Client authentication of rtcd and of the job service (reference rtcd.md §1.3;
+//! calls-offloader has the same scheme): registered clients (id + key, the key
 //! stored hashed in `store.data_source`), the admin secret key (constant-time
 //! compare), bearer tokens from `/login` (one per client, expiring), and the shared
 //! rate limit of 12 × CPUs per second, burst 1, waiting at most 10 s. On top of
@@ -149,7 +150,7 @@ impl Auth {
             }
             e.0 += 1;
             e.1 = Instant::now();
-            if failures.len() > calls_service::rate::MAX_KEYS {
+            if failures.len() > super::rate::MAX_KEYS {
                 failures.retain(|_, (_, last)| last.elapsed() < FAILURE_BACKOFF);
             }
         }
