@@ -184,7 +184,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         repeats: Default::default(),
         logins: calls_host::logins::Logins::new(args.login_rate_limit),
         files: Box::new(calls_host::files::LocalFiles::new(
-            args.files_dir.clone().unwrap_or_else(|| data_dir.join("files")),
+            args.files_dir
+                .clone()
+                .unwrap_or_else(|| data_dir.join("files")),
         )),
     });
     if host.cluster.is_none() {

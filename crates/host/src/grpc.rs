@@ -771,7 +771,14 @@ impl HostService for HostGrpc {
         r: Request<proto::CreateSessionRequest>,
     ) -> Result<Response<proto::CreateSessionResponse>, Status> {
         let r = r.into_inner();
-        if self.0.store.user(&r.user_id).await.map_err(internal)?.is_none() {
+        if self
+            .0
+            .store
+            .user(&r.user_id)
+            .await
+            .map_err(internal)?
+            .is_none()
+        {
             return Err(Status::not_found("user not found"));
         }
         let ttl = if r.expires_at > 0 {
@@ -864,9 +871,7 @@ impl HostService for HostGrpc {
                 file_info: None,
             }));
         }
-        let info = uploads::finish(&self.0, &us)
-            .await
-            .map_err(upload_status)?;
+        let info = uploads::finish(&self.0, &us).await.map_err(upload_status)?;
         Ok(Response::new(proto::UploadDataResponse {
             complete: true,
             file_info: Some(file_info_proto(&info)),

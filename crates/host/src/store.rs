@@ -601,7 +601,8 @@ impl HostStore {
     pub async fn attach_files(&self, post: &Post, ids: &[String]) -> Result<Vec<String>> {
         let mut attached = Vec::new();
         for id in ids {
-            let n = db_run!(&self.db, |p| sqlx::query(
+            let n = db_run!(&self.db, |p| {
+                sqlx::query(
                 "UPDATE fileinfo SET postid = $2, updateat = $5 WHERE id = $1 AND postid = '' AND channelid = $3 AND creatorid = $4 AND deleteat = 0"
             )
             .bind(id)
@@ -611,7 +612,8 @@ impl HostStore {
             .bind(now_ms())
             .execute(p)
             .await?
-            .rows_affected());
+            .rows_affected()
+            });
             if n == 1 {
                 attached.push(id.clone());
             }
@@ -630,8 +632,9 @@ impl HostStore {
     }
 
     pub async fn create_upload(&self, u: &UploadSession) -> Result<()> {
-        let sql =
-            format!("INSERT INTO uploadsessions ({UPLOAD_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)");
+        let sql = format!(
+            "INSERT INTO uploadsessions ({UPLOAD_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)"
+        );
         db_run!(&self.db, |p| sqlx::query(&sql)
             .bind(&u.id)
             .bind(&u.upload_type)
@@ -650,10 +653,12 @@ impl HostStore {
 
     pub async fn upload(&self, id: &str) -> Result<Option<UploadSession>> {
         let sql = format!("SELECT {UPLOAD_COLS} FROM uploadsessions WHERE id = $1");
-        Ok(db_run!(&self.db, |p| sqlx::query_as::<_, UploadSession>(&sql)
-            .bind(id)
-            .fetch_optional(p)
-            .await?))
+        Ok(db_run!(&self.db, |p| sqlx::query_as::<_, UploadSession>(
+            &sql
+        )
+        .bind(id)
+        .fetch_optional(p)
+        .await?))
     }
 
     pub async fn set_upload_offset(&self, id: &str, offset: i64) -> Result<()> {

@@ -24,11 +24,11 @@ use super::model::CallsChannel;
 use super::recording;
 use calls_wire::ids::{is_valid_id, now_ms};
 
+pub use super::responses::USER_HEADER;
 use super::responses::{
     app_error, internal, json_body, json_ok, plain, shape_a, success, user_id, Limited,
     INTERNAL_MSG, MAX_BODY, MAX_LOGS_BODY,
 };
-pub use super::responses::USER_HEADER;
 
 // ------------------------------------------------------------------ router
 

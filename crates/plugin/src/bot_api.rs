@@ -28,7 +28,10 @@ pub fn router(app: App) -> Router<App> {
         )
         .route("/bot/calls/{channel_id}/filename", get(filename))
         .route("/bot/uploads", post(create_upload))
-        .route("/bot/uploads/{upload_id}", get(get_upload).post(upload_data))
+        .route(
+            "/bot/uploads/{upload_id}",
+            get(get_upload).post(upload_data),
+        )
         .route("/bot/calls/{channel_id}/recordings", post(recordings))
         .route(
             "/bot/calls/{channel_id}/jobs/{job_id}/status",
@@ -71,27 +74,27 @@ fn str_field(m: &Map<String, Value>, name: &str) -> String {
 }
 
 /// A JSON object body, or the 400 upstream answers for one it cannot decode.
-fn object_body(body: Limited<MAX_BODY>) -> Result<Map<String, Value>, Response> {
+fn object_body(body: Limited<MAX_BODY>) -> Result<Map<String, Value>, Box<Response>> {
     let bytes = match body.0 {
         Ok(b) => b,
         Err(BodyRead::TooLarge) => {
-            return Err(shape_a(
+            return Err(Box::new(shape_a(
                 StatusCode::BAD_REQUEST,
                 "failed to decode request body: http: request body too large",
-            ))
+            )))
         }
         Err(BodyRead::Broken(e)) => {
-            return Err(shape_a(
+            return Err(Box::new(shape_a(
                 StatusCode::BAD_REQUEST,
                 &format!("failed to decode request body: {e}"),
-            ))
+            )))
         }
     };
     serde_json::from_slice(&bytes).map_err(|e| {
-        shape_a(
+        Box::new(shape_a(
             StatusCode::BAD_REQUEST,
             &format!("failed to decode request body: {e}"),
-        )
+        ))
     })
 }
 
@@ -177,7 +180,9 @@ async fn filename(State(app): State<App>, Path(channel_id): Path<String>) -> Res
                 .take(8)
                 .map(|u| {
                     if full && !(u.first_name.is_empty() && u.last_name.is_empty()) {
-                        format!("{} {}", u.first_name, u.last_name).trim().to_string()
+                        format!("{} {}", u.first_name, u.last_name)
+                            .trim()
+                            .to_string()
                     } else {
                         u.username.clone()
                     }
@@ -227,7 +232,7 @@ fn file_json(f: &proto::FileInfo) -> Value {
 async fn create_upload(State(app): State<App>, body: Limited<MAX_BODY>) -> Response {
     let m = match object_body(body) {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     // The server decides the id, the type and the owner (upstream overwrites them).
     let us = proto::UploadSession {
@@ -294,7 +299,7 @@ async fn recordings(
 ) -> Response {
     let m = match object_body(body) {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let post_id = str_field(&m, "PostID");
     let job_id = str_field(&m, "JobID");
@@ -328,7 +333,7 @@ async fn job_status(
 ) -> Response {
     let m = match object_body(body) {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     // The error text travels under the key `omitempty` (upstream's struct tag).
     let res = recording::job_status(

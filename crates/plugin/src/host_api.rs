@@ -426,10 +426,11 @@ impl HostApi {
             upload_id: upload_id.into(),
             data: Vec::new(),
         };
-        let parts = futures_util::stream::iter([first]).chain(data.map(|d| proto::UploadDataPart {
-            upload_id: String::new(),
-            data: d,
-        }));
+        let parts =
+            futures_util::stream::iter([first]).chain(data.map(|d| proto::UploadDataPart {
+                upload_id: String::new(),
+                data: d,
+            }));
         let r = self.c().upload_data(parts).await?.into_inner();
         Ok(if r.complete { r.file_info } else { None })
     }

@@ -367,7 +367,10 @@ mod tests {
 
     #[test]
     fn errors_read_the_service_body() {
-        let e = status_error(500, br#"{"code":"500","error":"max concurrent jobs reached"}"#);
+        let e = status_error(
+            500,
+            br#"{"code":"500","error":"max concurrent jobs reached"}"#,
+        );
         assert_eq!(e.to_string(), "request failed: max concurrent jobs reached");
         assert_eq!(status_error(401, b"").to_string(), "unauthorized");
         assert_eq!(

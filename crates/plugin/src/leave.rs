@@ -212,7 +212,10 @@ pub async fn force_cleanup(
     }
     // Recordings end with the call (upstream tells the channel, recordings only).
     let end = now_ms();
-    for mut job in jobs.into_values().filter(|j| j.job_type == recording::RECORDING) {
+    for mut job in jobs
+        .into_values()
+        .filter(|j| j.job_type == recording::RECORDING)
+    {
         job.end_at = end;
         let data = recording::job_state_event(channel_id, &job);
         app.publish("call_job_state", data, Broadcast::channel(channel_id))

@@ -179,11 +179,7 @@ fn hosted(state: Option<CallState>, user_id: &str) -> Result<CallState, RecError
 }
 
 fn active_recording(state: &CallState) -> Option<Job> {
-    state
-        .jobs
-        .get(RECORDING)
-        .filter(|j| j.end_at == 0)
-        .cloned()
+    state.jobs.get(RECORDING).filter(|j| j.end_at == 0).cloned()
 }
 
 /// Starts a recording of `channel_id`'s call for its host.
@@ -236,7 +232,11 @@ pub async fn start(
     let env: Vec<(String, String)> = std::env::vars().collect();
     let runner = recorder_runner(&|k| std::env::var(k).ok());
     let created = svc
-        .create_recording(&runner, cfg.MaxRecordingDuration * 60, input.input_data(&env))
+        .create_recording(
+            &runner,
+            cfg.MaxRecordingDuration * 60,
+            input.input_data(&env),
+        )
         .await;
 
     let _guard = app.call_locks.lock(channel_id).await.map_err(lock_err)?;
@@ -353,11 +353,7 @@ fn spawn_start_timeout(app: &App, channel_id: &str, job_id: &str, service_job_id
 }
 
 /// The call post's `recordings` prop gets the job (filled in when its file is posted).
-async fn save_recording_metadata(
-    app: &App,
-    post_id: &str,
-    job_id: &str,
-) -> super::app::Result<()> {
+async fn save_recording_metadata(app: &App, post_id: &str, job_id: &str) -> super::app::Result<()> {
     update_recordings_prop(app, post_id, job_id, json!({})).await
 }
 
@@ -376,9 +372,7 @@ pub async fn update_recordings_prop(
     };
     let mut props: serde_json::Map<String, Value> =
         serde_json::from_slice(&post.props_json).unwrap_or_default();
-    let recs = props
-        .entry("recordings")
-        .or_insert_with(|| json!({}));
+    let recs = props.entry("recordings").or_insert_with(|| json!({}));
     if !recs.is_object() {
         tracing::warn!(post_id, "call post recordings prop is not an object");
         return Ok(());

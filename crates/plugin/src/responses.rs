@@ -127,7 +127,9 @@ pub fn user_id(h: &HeaderMap) -> String {
 }
 
 /// Decodes a JSON body, upstream-style: too large or malformed → 400 shape A.
-pub fn json_body<T: for<'de> Deserialize<'de>>(body: Limited<MAX_BODY>) -> Result<T, Box<Response>> {
+pub fn json_body<T: for<'de> Deserialize<'de>>(
+    body: Limited<MAX_BODY>,
+) -> Result<T, Box<Response>> {
     let bytes = match body.0 {
         Ok(b) => b,
         Err(BodyRead::TooLarge) => {
@@ -141,4 +143,3 @@ pub fn json_body<T: for<'de> Deserialize<'de>>(body: Limited<MAX_BODY>) -> Resul
     serde_json::from_slice(&bytes)
         .map_err(|e| Box::new(shape_a(StatusCode::BAD_REQUEST, &e.to_string())))
 }
-

@@ -330,7 +330,8 @@ impl Store {
 
     pub async fn create_job(&self, j: &Job) -> Result<()> {
         let _op = self.op("CreateCallJob");
-        db_run!(&self.db, |p| sqlx::query(
+        db_run!(&self.db, |p| {
+            sqlx::query(
             "INSERT INTO calls_jobs (id, callid, type, creatorid, initat, startat, endat, props) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)"
         )
         .bind(&j.id)
@@ -343,7 +344,8 @@ impl Store {
         .bind(&j.props)
         .execute(p)
         .await
-        .map(drop)?);
+        .map(drop)?
+        });
         Ok(())
     }
 

@@ -16,8 +16,8 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 
 use super::auth::{AuthError, Identity};
-use calls_service::client_api;
 use super::Rtcd;
+use calls_service::client_api;
 use calls_wire::rtcd::{Envelope, MAX_FRAME};
 
 /// The rtcd release whose protocol this server speaks, reported as `buildVersion`:

@@ -6,6 +6,8 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 
+pub use calls_service::logger::LoggerConfig;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {0}: {1}")]
@@ -18,7 +20,7 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub api: ApiConfig,
@@ -26,6 +28,18 @@ pub struct Config {
     pub store: StoreConfig,
     pub logger: LoggerConfig,
     pub metrics: MetricsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            api: Default::default(),
+            rtc: Default::default(),
+            store: Default::default(),
+            logger: LoggerConfig::writing_to("rtcd.log"),
+            metrics: Default::default(),
+        }
+    }
 }
 
 /// `[metrics]` of the deployment guide: Prometheus metrics on a port of their own.
@@ -214,38 +228,6 @@ impl Default for StoreConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LoggerConfig {
-    pub enable_console: bool,
-    pub console_json: bool,
-    pub console_level: String,
-    pub enable_file: bool,
-    pub file_json: bool,
-    pub file_level: String,
-    pub file_location: String,
-    pub enable_color: bool,
-}
-
-impl Default for LoggerConfig {
-    fn default() -> Self {
-        LoggerConfig {
-            enable_console: true,
-            console_json: false,
-            console_level: "INFO".into(),
-            enable_file: true,
-            file_json: true,
-            file_level: "DEBUG".into(),
-            file_location: "rtcd.log".into(),
-            enable_color: false,
-        }
-    }
-}
-
-const LEVELS: [&str; 8] = [
-    "panic", "fatal", "error", "warn", "info", "debug", "trace", "stdlog",
-];
-
 impl Config {
     /// Defaults, then `path` if it exists (a missing file is only logged, as
     /// upstream), then the environment; validated.
@@ -320,14 +302,10 @@ impl Config {
                 "RTC_NACKBUFFERSIZE" => self.rtc.nack_buffer_size = i()?,
                 "RTC_NACKDISABLECOPY" => self.rtc.nack_disable_copy = b()?,
                 "STORE_DATASOURCE" => self.store.data_source = s(),
-                "LOGGER_ENABLECONSOLE" => self.logger.enable_console = b()?,
-                "LOGGER_CONSOLEJSON" => self.logger.console_json = b()?,
-                "LOGGER_CONSOLELEVEL" => self.logger.console_level = s(),
-                "LOGGER_ENABLEFILE" => self.logger.enable_file = b()?,
-                "LOGGER_FILEJSON" => self.logger.file_json = b()?,
-                "LOGGER_FILELEVEL" => self.logger.file_level = s(),
-                "LOGGER_FILELOCATION" => self.logger.file_location = s(),
-                "LOGGER_ENABLECOLOR" => self.logger.enable_color = b()?,
+                l if l.starts_with("LOGGER_") => self
+                    .logger
+                    .apply_env(&l["LOGGER_".len()..], v)
+                    .map_err(|e| bad(&e))?,
                 "METRICS_ENABLEPROM" => self.metrics.enable_prom = b()?,
                 "METRICS_PROMPORT" => self.metrics.prom_port = i()?,
                 "API_SECURITY_ALLOWEDORIGINS" => {
@@ -415,25 +393,9 @@ impl Config {
         if self.store.data_source.trim().is_empty() {
             return bad("store.data_source: value should not be empty".into());
         }
-        let l = &self.logger;
-        if !l.enable_console && !l.enable_file {
-            return bad(
-                "logger: at least one of enable_console and enable_file must be true".into(),
-            );
-        }
-        for (key, level) in [
-            ("logger.console_level", &l.console_level),
-            ("logger.file_level", &l.file_level),
-        ] {
-            if !LEVELS.contains(&level.to_lowercase().as_str()) {
-                return bad(format!("{key}: invalid level {level:?}"));
-            }
-        }
+        self.logger.validate().map_err(ConfigError::Invalid)?;
         if self.metrics.enable_prom && !(1..=65535).contains(&self.metrics.prom_port) {
             return bad("metrics.prom_port: value must be a TCP port".into());
-        }
-        if l.enable_file && l.file_location.trim().is_empty() {
-            return bad("logger.file_location: value should not be empty".into());
         }
         Ok(())
     }

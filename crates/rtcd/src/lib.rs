@@ -9,7 +9,7 @@
 pub mod api;
 pub use calls_service::client_auth as auth;
 pub mod config;
-pub mod logging;
+pub use calls_service::logger as logging;
 pub mod session;
 pub mod system;
 

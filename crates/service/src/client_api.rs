@@ -28,7 +28,6 @@ pub fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     coded(status, json!({"error": msg.into()}))
 }
 
-
 /// The credentials of an `Authorization` header: a bearer token, or Basic id and key.
 pub enum Credentials {
     Bearer(String),
@@ -148,7 +147,10 @@ pub async fn login(auth: &Auth, from: SocketAddr, body: &[u8]) -> Response {
         Ok(m) => m,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    match auth.login(s(&m, "clientID"), s(&m, "authKey"), from.ip()).await {
+    match auth
+        .login(s(&m, "clientID"), s(&m, "authKey"), from.ip())
+        .await
+    {
         Ok(token) => coded(StatusCode::OK, json!({"bearerToken": token})),
         // A bad key is a 400 upstream, not a 401.
         Err(e) => error(StatusCode::BAD_REQUEST, format!("login failed: {e}")),

@@ -219,6 +219,10 @@ impl Auth {
         Ok(token)
     }
 
+    pub fn is_registered(&self, client_id: &str) -> bool {
+        self.clients.lock().contains_key(client_id)
+    }
+
     pub async fn register(&self, client_id: &str, key: &str) -> Result<(), AuthError> {
         if client_id.is_empty() {
             return Err(AuthError::EmptyId);

@@ -1,6 +1,7 @@
 //! What every server process of the project shares, none of it Calls-specific:
 //!
-//! - [`logging`]: the tracing subscriber (text or JSON, `RUST_LOG`).
+//! - [`logging`]: the tracing subscriber (text or JSON, `RUST_LOG`); [`logger`] the
+//!   `[logger]` settings of rtcd and the job service.
 //! - [`log_limit`]: one log line per kind of bad input, not one per frame.
 //! - [`rate`]: token buckets for request and login limits.
 //! - [`nodelay`]: TCP_NODELAY on every accepted connection.
@@ -11,6 +12,7 @@
 pub mod client_api;
 pub mod client_auth;
 pub mod log_limit;
+pub mod logger;
 pub mod logging;
 pub mod nodelay;
 pub mod rate;
