@@ -4,7 +4,6 @@
 //! packets are decrypted and counted, never depacketized.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -79,20 +78,7 @@ type WsStream =
 
 /// The client `sdp` action: a msgpack binary frame whose `data.data` is zlib JSON.
 pub fn sdp_frame(seq: i64, desc: &Value) -> Message {
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
-    let _ = z.write_all(desc.to_string().as_bytes());
-    let bytes = z.finish().unwrap_or_default();
-    let v = rmpv::Value::Map(vec![
-        ("action".into(), format!("{PREFIX}sdp").into()),
-        ("seq".into(), seq.into()),
-        (
-            "data".into(),
-            rmpv::Value::Map(vec![("data".into(), rmpv::Value::Binary(bytes))]),
-        ),
-    ]);
-    let mut buf = Vec::new();
-    let _ = rmpv::encode::write_value(&mut buf, &v);
-    Message::Binary(buf.into())
+    Message::Binary(calls_wire::client::sdp_frame(seq, &desc.to_string()).into())
 }
 
 struct Stream {

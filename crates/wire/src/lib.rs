@@ -7,6 +7,8 @@
 //! - [`http`]: header names the host and the plugin agree on.
 //! - [`rtcd`]: the plugin ↔ rtcd websocket envelopes (msgpack).
 //! - [`ids`]: Mattermost-style ids, tokens and the clock in milliseconds.
+//! - [`client`]: the Calls websocket actions as a client sends them (the load tool's
+//!   and the recorder's).
 //!
 //! Nothing here does I/O.
 
@@ -14,6 +16,7 @@ pub mod proto {
     tonic::include_proto!("mattermost.calls.v1");
 }
 
+pub mod client;
 pub mod handshake;
 pub mod http;
 pub mod ids;
