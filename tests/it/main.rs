@@ -11,6 +11,7 @@ mod control_plane;
 mod host_protocol;
 mod lt;
 mod media;
+mod recording;
 mod rtcd;
 mod rtcd_mode;
 mod stun;

@@ -42,7 +42,7 @@ pub struct Muxer {
     /// (cluster time, offset in the clusters, whether it starts on a video keyframe).
     cues: Vec<(u64, u64, bool)>,
     video: Option<(u64, u64)>,
-    last_ms: [u64; 2],
+    last_ms: [Option<u64>; 2],
     end_ms: u64,
 }
 
@@ -127,7 +127,7 @@ impl Muxer {
             cluster: None,
             cues: Vec::new(),
             video: None,
-            last_ms: [0; 2],
+            last_ms: [None; 2],
             end_ms: 0,
         })
     }
@@ -153,10 +153,14 @@ impl Muxer {
     }
 
     fn block(&mut self, track: u64, ms: u64, keyframe: bool, data: &[u8]) -> Result<(), MuxError> {
-        // Each track's times only go forward.
+        // Each track's times strictly go forward (a frame that came too late for its
+        // place follows the last one written).
         let slot = &mut self.last_ms[(track - 1) as usize];
-        let ms = ms.max(*slot);
-        *slot = ms;
+        let ms = match *slot {
+            Some(last) => ms.max(last + 1),
+            None => ms,
+        };
+        *slot = Some(ms);
         let video_key = track == VIDEO_TRACK && keyframe;
         let start_new = match &self.cluster {
             None => true,
@@ -361,5 +365,31 @@ mod tests {
         assert_eq!(duration, 12_000.0);
         assert!(cues >= 6, "{cues} cues");
         assert_eq!(vp8_dimensions(&key), Some((640, 360)));
+    }
+
+    /// A frame placed before one already written (late, or its track re-placed by a
+    /// sender report) follows it: ffmpeg refuses equal or falling times in a track.
+    #[test]
+    fn late_frames_keep_times_strictly_increasing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = Muxer::create(&dir.path().join("scratch")).unwrap();
+        let mut key = vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a];
+        key.extend_from_slice(&64u16.to_le_bytes());
+        key.extend_from_slice(&64u16.to_le_bytes());
+        for ms in [100, 100, 90, 166] {
+            m.video(ms, true, &key).unwrap();
+        }
+        let out = dir.path().join("out.webm");
+        m.finish(&out, 200).unwrap();
+        let mut f = File::open(&out).unwrap();
+        let (mut cluster, mut times) = (0u64, Vec::new());
+        for tag in WebmIterator::new(&mut f, &[]) {
+            match tag.unwrap() {
+                M::Timestamp(t) => cluster = t,
+                M::SimpleBlock(b) => times.push(cluster + i16::from_be_bytes([b[1], b[2]]) as u64),
+                _ => {}
+            }
+        }
+        assert_eq!(times, vec![100, 101, 102, 166]);
     }
 }
