@@ -6,7 +6,7 @@ BUNDLE := dist/$(PLUGIN_ID)-$(VERSION).tar.gz
 DATA_DIR ?= data
 LISTEN ?= 127.0.0.1:8065
 
-.PHONY: build dist run run-cluster test lint clean bench fuzz fuzz-ci
+.PHONY: build dist run run-cluster test lint clean bench bench-recording fuzz fuzz-ci
 
 build:
 	$(CARGO) build --release --bins
@@ -37,6 +37,10 @@ test:
 # The seed's capacity shapes on the integrated SFU and on rtcd (scripts/bench.sh).
 bench:
 	./scripts/bench.sh
+
+# The recorder's CPU, memory and file size per recorded minute (scripts/recording-cost.sh).
+bench-recording:
+	./scripts/recording-cost.sh
 
 # Every fuzz target to 10 million executions or 30 minutes (scripts/fuzz.sh; FUZZ_TARGETS,
 # FUZZ_RUNS, FUZZ_SECONDS, FUZZ_JOBS), on the stable toolchain (cargo-fuzz, no sanitizer).

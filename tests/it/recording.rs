@@ -29,14 +29,19 @@ impl Drop for JobsProc {
                 eprintln!("----- {} -----\n{}", job_log.0.display(), job_log.1);
             }
         }
+        // A recorder it started goes with it.
+        if let Some(pid) = self.recorder_pid() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        // Recorders it started go with it.
-        let _ = Command::new("pkill")
-            .args(["-KILL", "-f", env!("CARGO_BIN_EXE_calls-recorder")])
-            .env("NOTHING", "")
-            .status();
     }
+}
+
+fn recorder_exe() -> PathBuf {
+    exe("calls-recorder", env!("CARGO_BIN_EXE_calls-recorder"))
 }
 
 fn job_logs(dir: &Path) -> Vec<(PathBuf, String)> {
@@ -57,7 +62,7 @@ impl JobsProc {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port_on("127.0.0.1");
         let log = std::fs::File::create(dir.path().join("jobs.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_calls-jobs"))
+        let child = Command::new(exe("calls-jobs", env!("CARGO_BIN_EXE_calls-jobs")))
             .args(["--config", "/nonexistent/calls-jobs.toml"])
             .env(
                 "CALLS_JOBS_API_HTTP_LISTENADDRESS",
@@ -66,10 +71,7 @@ impl JobsProc {
             .env("CALLS_JOBS_API_SECURITY_ALLOWSELFREGISTRATION", "true")
             .env("CALLS_JOBS_STORE_DATASOURCE", dir.path().join("store"))
             .env("CALLS_JOBS_LOGGER_ENABLEFILE", "false")
-            .env(
-                "CALLS_JOBS_JOBS_RECORDERPATH",
-                env!("CARGO_BIN_EXE_calls-recorder"),
-            )
+            .env("CALLS_JOBS_JOBS_RECORDERPATH", recorder_exe())
             .env("RUST_LOG", "info,calls_recorder=debug")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
@@ -204,6 +206,11 @@ async fn until(what: &str, secs: u64, mut f: impl AsyncFnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
+/// A job state of a recorder that reported it started and has not ended.
+fn started(j: &Value) -> bool {
+    j["start_at"].as_i64().unwrap_or(0) > 0 && j["end_at"] == 0
+}
+
 /// The next `call_job_state` whose job state passes `f`.
 async fn job_state(ws: &mut Ws, secs: u64, f: impl Fn(&Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
@@ -329,12 +336,9 @@ async fn a_recording_has_the_screen_and_both_voices() {
         (code, body["message"].as_str()),
         (403, Some("recording already in progress"))
     );
-    let started = job_state(&mut alice_ws, 45, |j| {
-        j["start_at"].as_i64().unwrap_or(0) > 0
-    })
-    .await;
-    assert_eq!(started["callID"], s.channel.as_str());
-    assert_eq!(started["jobState"]["err"], "");
+    let first = job_state(&mut alice_ws, 45, started).await;
+    assert_eq!(first["callID"], s.channel.as_str());
+    assert_eq!(first["jobState"]["err"], "");
     // The recorder is nobody's participant.
     let (_, call) = h
         .get(
@@ -511,4 +515,608 @@ async fn a_recording_has_the_screen_and_both_voices() {
     }
     // The recorder's job ended well: the service forgot it.
     assert!(job_logs(jobs.dir.path()).is_empty());
+}
+
+/// A call of `n` listeners (load-tool participants), connected.
+async fn listeners(
+    h: &HostProc,
+    s: &CallSetup,
+    n: usize,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> (
+    Arc<Totals>,
+    Vec<tokio::task::JoinHandle<participant::Outcome>>,
+) {
+    let totals = Arc::new(Totals::default());
+    let mut out = Vec::new();
+    for (i, u) in s.users.iter().take(n).enumerate() {
+        let media = Media {
+            opus: vec![vec![0xf8, 0xff, 0xfe]],
+            vp8: None,
+        };
+        let role = Role {
+            speaker: false,
+            sharer: false,
+        };
+        out.push(join(h, &u.1, &s.channel, role, media, &totals, stop));
+        let want = i as u64 + 1;
+        until("a listener in the call", 30, async || {
+            totals.connected.load(std::sync::atomic::Ordering::SeqCst) >= want
+        })
+        .await;
+    }
+    (totals, out)
+}
+
+async fn call_state(h: &HostProc, token: &str, channel: &str) -> Value {
+    let (_, v) = h
+        .get(token, &format!("/plugins/com.mattermost.calls/{channel}"))
+        .await;
+    v["call"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recordings_are_refused_as_upstream_refuses_them() {
+    let jobs = JobsProc::start(&[]).await;
+    // Professional: no recordings, and no bot API.
+    let h = HostProc::start(Backend::Sqlite, "professional").await;
+    let s = h
+        .setup(
+            &["alice"],
+            json!({"DefaultEnabled": true, "EnableRecordings": true, "JobServiceURL": jobs.url("")}),
+        )
+        .await;
+    let alice = &s.users[0];
+    let mut ws = Ws::connect(&h, &alice.1).await;
+    ws.join(&s.channel).await;
+    ws.expect("join").await;
+    let (code, body) = h
+        .post(&alice.1, &rec_path(&s.channel, "start"), json!({}))
+        .await;
+    assert_eq!(
+        (code, body["message"].as_str()),
+        (403, Some("Recordings are not allowed by your license")),
+        "{body}"
+    );
+    let (code, body) = h
+        .req(
+            reqwest::Method::GET,
+            &alice.1,
+            &format!(
+                "/plugins/com.mattermost.calls/bot/calls/{}/filename",
+                s.channel
+            ),
+            None,
+        )
+        .await;
+    assert_eq!((code, body.as_str()), (403, "Forbidden\n"));
+    drop(h);
+
+    let h = HostProc::start(Backend::Sqlite, "enterprise").await;
+    let s = h
+        .setup(&["alice", "bob"], json!({"DefaultEnabled": true}))
+        .await;
+    let (alice, bob) = (&s.users[0], &s.users[1]);
+    let start = |token: &str| {
+        let (h, path, token) = (&h, rec_path(&s.channel, "start"), token.to_string());
+        async move { h.post(&token, &path, json!({})).await }
+    };
+    // Recordings off.
+    let (code, body) = start(&alice.1).await;
+    assert_eq!(
+        (code, body["message"].as_str()),
+        (403, Some("Recordings are not enabled"))
+    );
+    // On, with a job service nobody runs.
+    let dead = format!("http://127.0.0.1:{}", free_port_on("127.0.0.1"));
+    let (code, _) = h
+        .set_plugin_settings(
+            &s.admin.1,
+            json!({"DefaultEnabled": true, "EnableRecordings": true, "JobServiceURL": dead}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (code, body) = start(&alice.1).await;
+    assert_eq!(
+        (code, body["message"].as_str()),
+        (403, Some("Job service is not initialized"))
+    );
+    // A running service: no call yet.
+    let (code, _) = h
+        .set_plugin_settings(
+            &s.admin.1,
+            json!({"DefaultEnabled": true, "EnableRecordings": true, "JobServiceURL": jobs.url("")}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (code, body) = start(&alice.1).await;
+    assert_eq!(
+        (code, body["message"].as_str()),
+        (403, Some("no call ongoing")),
+        "{body}"
+    );
+    let mut wa = Ws::connect(&h, &alice.1).await;
+    wa.join(&s.channel).await;
+    wa.expect("join").await;
+    let mut wb = Ws::connect(&h, &bob.1).await;
+    wb.join(&s.channel).await;
+    wb.expect("join").await;
+    // Not the host; an action that is neither start nor stop; nothing to stop.
+    let (code, body) = start(&bob.1).await;
+    assert_eq!(
+        (code, body["message"].as_str()),
+        (403, Some("no permissions to record"))
+    );
+    let (code, body) = h
+        .post(&alice.1, &rec_path(&s.channel, "pause"), json!({}))
+        .await;
+    assert_eq!(
+        (code, body["message"].as_str()),
+        (400, Some("unsupported recording action"))
+    );
+    let (code, body) = h
+        .post(&alice.1, &rec_path(&s.channel, "stop"), json!({}))
+        .await;
+    assert_eq!(
+        (code, body["message"].as_str()),
+        (403, Some("no recording in progress"))
+    );
+    // A user is not the bot, whatever the route.
+    let (code, _) = h
+        .req(
+            reqwest::Method::POST,
+            &alice.1,
+            "/plugins/com.mattermost.calls/bot/uploads",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(code, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_service_answers_in_calls_offloaders_shapes() {
+    let jobs = JobsProc::start(&[]).await;
+    let http = reqwest::Client::new();
+    let key = "k".repeat(32);
+    let call = |m: reqwest::Method, path: &str, user: Option<(&str, &str)>, body: Option<&str>| {
+        let mut r = http.request(m, jobs.url(path));
+        if let Some((u, k)) = user {
+            r = r.basic_auth(u, Some(k));
+        }
+        if let Some(b) = body {
+            r = r.body(b.to_string());
+        }
+        async move {
+            let resp = r.send().await.unwrap();
+            let code = resp.status().as_u16();
+            let text = resp.text().await.unwrap();
+            (
+                code,
+                serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)),
+            )
+        }
+    };
+    let me = Some(("client1", key.as_str()));
+    let runner = "mattermost/calls-recorder:v0.8.13";
+    // Registers itself on its first request; a wrong key later is refused.
+    let (code, _) = call(
+        reqwest::Method::POST,
+        "/jobs/init",
+        me,
+        Some(&json!({"Runners": [runner]}).to_string()),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let wrong = Some(("client1", "x".repeat(32).leak() as &str));
+    let (code, body) = call(reqwest::Method::POST, "/jobs", wrong, Some("{}")).await;
+    assert_eq!(
+        (code, body),
+        (
+            401,
+            json!({"code": "401", "error": "authentication failed"})
+        )
+    );
+    let (code, body) = call(reqwest::Method::GET, "/jobs/aaaaaaaaaaaa", None, None).await;
+    assert_eq!(
+        (code, body),
+        (
+            401,
+            json!({"code": "401", "error": "authentication failed: invalid auth header"})
+        )
+    );
+    let short = Some(("client2", "short"));
+    let (code, body) = call(reqwest::Method::POST, "/jobs/init", short, Some("{}")).await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (401, Some("authentication failed: unauthorized"))
+    );
+    // Malformed and invalid jobs.
+    let (code, body) = call(reqwest::Method::POST, "/jobs", me, Some("{nope")).await;
+    assert_eq!(code, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("failed to decode request body: "),
+        "{body}"
+    );
+    assert_eq!(body["code"], "400");
+    let bad = json!({"type": "recording", "runner": "evil/calls-recorder:v0.8.13", "max_duration_sec": 60});
+    let (code, body) = call(reqwest::Method::POST, "/jobs", me, Some(&bad.to_string())).await;
+    assert_eq!(code, 400);
+    assert_eq!(
+        body["error"],
+        "invalid Runner value: failed to validate runner \"evil/calls-recorder:v0.8.13\""
+    );
+    let bad = json!({"type": "recording", "runner": runner, "max_duration_sec": 0});
+    let (_, body) = call(reqwest::Method::POST, "/jobs", me, Some(&bad.to_string())).await;
+    assert_eq!(
+        body["error"],
+        "invalid MaxDurationSec value: should be positive"
+    );
+    let tr = json!({"type": "transcribing", "runner": "mattermost/calls-transcriber:v0.7.2", "max_duration_sec": 60});
+    let (code, body) = call(reqwest::Method::POST, "/jobs", me, Some(&tr.to_string())).await;
+    assert_eq!(code, 500);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("no local runner for calls-transcriber"),
+        "{body}"
+    );
+    // Unknown jobs.
+    let (code, body) = call(
+        reqwest::Method::GET,
+        "/jobs/aaaaaaaaaaaaaaaaaaaaaaaaaa",
+        me,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (code, body),
+        (
+            404,
+            json!({"code": "404", "error": "failed to get job failed to get job: error: not found"})
+        )
+    );
+    let (code, _) = call(reqwest::Method::GET, "/jobs/NOT-AN-ID", me, None).await;
+    assert_eq!(code, 404);
+    let (code, body) = call(
+        reqwest::Method::GET,
+        "/jobs/aaaaaaaaaaaaaaaaaaaaaaaaaa/logs",
+        me,
+        None,
+    )
+    .await;
+    assert_eq!(code, 403);
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("failed to get recording job logs: "));
+    let (code, _) = call(reqwest::Method::PUT, "/jobs", me, None).await;
+    assert_eq!(code, 405);
+    let (code, body) = call(reqwest::Method::GET, "/version", None, None).await;
+    assert_eq!(code, 200);
+    assert_eq!(body["buildVersion"], "v0.9.5");
+    // Login gives a bearer token that works as the key does.
+    let (code, body) = call(
+        reqwest::Method::POST,
+        "/login",
+        None,
+        Some(&json!({"clientID": "client1", "authKey": key}).to_string()),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let token = body["bearerToken"].as_str().unwrap();
+    let resp = http
+        .get(jobs.url("/jobs/aaaaaaaaaaaaaaaaaaaaaaaaaa"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let resp = http
+        .get(jobs.url("/jobs/aaaaaaaaaaaaaaaaaaaaaaaaaa"))
+        .bearer_auth("not-a-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_recorder_fails_its_job_and_the_call_goes_on() {
+    let jobs = JobsProc::start(&[]).await;
+    let h = HostProc::start(Backend::Sqlite, "enterprise").await;
+    let s = h
+        .setup(
+            &["alice", "bob"],
+            json!({"DefaultEnabled": true, "EnableRecordings": true, "JobServiceURL": jobs.url("")}),
+        )
+        .await;
+    let alice = &s.users[0];
+    let mut ws = Ws::connect(&h, &alice.1).await;
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (totals, parts) = listeners(&h, &s, 2, &stop).await;
+    let (code, body) = h
+        .post(&alice.1, &rec_path(&s.channel, "start"), json!({}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    job_state(&mut ws, 45, started).await;
+    let pid = jobs.recorder_pid().expect("the recorder runs");
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+    // The job service tells the plugin at once; the participants learn it.
+    let failed = job_state(&mut ws, 15, |j| j["end_at"].as_i64().unwrap_or(0) > 0).await;
+    let err = failed["jobState"]["err"].as_str().unwrap();
+    assert!(err.contains("killed by signal 9"), "{failed}");
+    // The call goes on: both listeners in it, still receiving.
+    let before = totals.received.load(std::sync::atomic::Ordering::SeqCst);
+    let call = call_state(&h, &alice.1, &s.channel).await;
+    assert_eq!(call["sessions"].as_array().map(Vec::len), Some(2), "{call}");
+    assert!(call.get("recording").is_none(), "no recording left: {call}");
+    // Nothing is left half-started: a new recording starts.
+    let (code, body) = h
+        .post(&alice.1, &rec_path(&s.channel, "start"), json!({}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    job_state(&mut ws, 45, started).await;
+    let (code, _) = h
+        .post(&alice.1, &rec_path(&s.channel, "stop"), json!({}))
+        .await;
+    assert_eq!(code, 200);
+    recording_post(&h, &alice.1, &s.channel, 60).await;
+    let _ = before;
+    let _ = stop_tx.send(true);
+    for p in parts {
+        let o = p.await.unwrap();
+        assert!(o.ok, "{o:?}");
+    }
+    // The failed job's log is kept for the admin; the good one is gone.
+    let logs = job_logs(jobs.dir.path());
+    assert_eq!(logs.len(), 1, "{logs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_service_gone_at_start_leaves_nothing_started() {
+    let jobs = JobsProc::start(&[]).await;
+    let h = HostProc::start(Backend::Sqlite, "enterprise").await;
+    let s = h
+        .setup(
+            &["alice"],
+            json!({"DefaultEnabled": true, "EnableRecordings": true, "JobServiceURL": jobs.url("")}),
+        )
+        .await;
+    let alice = &s.users[0];
+    let mut ws = Ws::connect(&h, &alice.1).await;
+    ws.join(&s.channel).await;
+    ws.expect("join").await;
+    // The plugin reached the service; then it goes away.
+    until("the job service initialized", 10, async || {
+        h.log().contains("job service initialized")
+    })
+    .await;
+    drop(jobs);
+    let (code, body) = h
+        .post(&alice.1, &rec_path(&s.channel, "start"), json!({}))
+        .await;
+    assert_eq!(code, 500, "{body}");
+    let msg = body["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("failed to create recording job: http request failed: "),
+        "{msg}"
+    );
+    let ev = job_state(&mut ws, 10, |j| j["end_at"].as_i64().unwrap_or(0) > 0).await;
+    assert_eq!(ev["jobState"]["err"], msg);
+    let call = call_state(&h, &alice.1, &s.channel).await;
+    assert!(call.get("recording").is_none(), "{call}");
+    // The service back (elsewhere): the next start is taken.
+    let jobs = JobsProc::start(&[]).await;
+    let (code, _) = h
+        .set_plugin_settings(
+            &s.admin.1,
+            json!({"DefaultEnabled": true, "EnableRecordings": true, "JobServiceURL": jobs.url("")}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (code, body) = h
+        .post(&alice.1, &rec_path(&s.channel, "start"), json!({}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_recording_stops_by_itself_at_its_maximum_duration() {
+    // The job service caps every job at one minute (the plugin's own minimum is 15).
+    let jobs = JobsProc::start(&[("CALLS_JOBS_JOBS_MAXDURATIONSEC", "60")]).await;
+    let h = HostProc::start(Backend::Sqlite, "enterprise").await;
+    let s = h
+        .setup(
+            &["alice"],
+            json!({"DefaultEnabled": true, "EnableRecordings": true, "JobServiceURL": jobs.url("")}),
+        )
+        .await;
+    let alice = &s.users[0];
+    let mut ws = Ws::connect(&h, &alice.1).await;
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (_totals, parts) = listeners(&h, &s, 1, &stop).await;
+    let (code, body) = h
+        .post(&alice.1, &rec_path(&s.channel, "start"), json!({}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let began = job_state(&mut ws, 45, started).await;
+    // Nobody stops it: the recorder's time runs out, it leaves, the job ends well.
+    let ended = job_state(&mut ws, 90, |j| j["end_at"].as_i64().unwrap_or(0) > 0).await;
+    assert_eq!(ended["jobState"]["err"], "", "{ended}");
+    let took = ended["jobState"]["end_at"].as_i64().unwrap()
+        - began["jobState"]["start_at"].as_i64().unwrap();
+    assert!((55_000..70_000).contains(&took), "ended after {took} ms");
+    let (_, file) = recording_post(&h, &alice.1, &s.channel, 60).await;
+    let (_, info) = h.get(&alice.1, &format!("/api/v4/files/{file}/info")).await;
+    assert!(info["size"].as_i64().unwrap() > 0, "{info}");
+    let call = call_state(&h, &alice.1, &s.channel).await;
+    assert_eq!(call["sessions"].as_array().map(Vec::len), Some(1), "{call}");
+    let _ = stop_tx.send(true);
+    for p in parts {
+        assert!(p.await.unwrap().ok);
+    }
+}
+
+/// CPU seconds (user + system) and peak resident memory (MiB) of a process so far.
+fn usage(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) closes with ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm_kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    // USER_HZ is 100 on Linux.
+    Some((ticks / 100.0, hwm_kb / 1024.0))
+}
+
+/// The recorder's cost in the seed's shape: a 10-person call, 2 speakers and a
+/// 1.6 Mbit/s screen share, recorded for `RECORDING_COST_SECONDS` (default 120).
+/// A measurement, not a test: `scripts/recording-cost.sh` runs it on release builds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement: scripts/recording-cost.sh"]
+async fn recording_cost() {
+    let secs: u64 = std::env::var("RECORDING_COST_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    let jobs = JobsProc::start(&[]).await;
+    let h = HostProc::start(Backend::Sqlite, "enterprise").await;
+    let names: Vec<String> = (0..10).map(|i| format!("user{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let s = h
+        .setup(
+            &names,
+            json!({"DefaultEnabled": true, "EnableRecordings": true, "JobServiceURL": jobs.url("")}),
+        )
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (tone_a, tone_b, _) = make_media(dir.path());
+    let screen = dir.path().join("screen-1600k.ivf");
+    let ok = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=15,noise=alls=30:allf=t",
+            "-t",
+            "30",
+            "-c:v",
+            "libvpx",
+            "-b:v",
+            "1600k",
+            "-minrate",
+            "1600k",
+            "-maxrate",
+            "1600k",
+            "-bufsize",
+            "800k",
+            "-g",
+            "30",
+            "-deadline",
+            "realtime",
+            "-cpu-used",
+            "8",
+            "-f",
+            "ivf",
+        ])
+        .arg(&screen)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let screen = calls_lt::media_files::ivf_frames(&screen).unwrap();
+    let screen_kbps = screen.frames.iter().map(|f| f.1.len()).sum::<usize>() as f64 * 8.0
+        / (screen.frames.len() as f64 / f64::from(screen.fps))
+        / 1000.0;
+    let totals = Arc::new(Totals::default());
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let mut parts = Vec::new();
+    let mut screen = Some(screen);
+    for (i, u) in s.users.iter().enumerate() {
+        let media = match i {
+            0 => Media {
+                opus: tone_a.clone(),
+                vp8: screen.take(),
+            },
+            1 => Media {
+                opus: tone_b.clone(),
+                vp8: None,
+            },
+            _ => Media {
+                opus: vec![vec![0xf8, 0xff, 0xfe]],
+                vp8: None,
+            },
+        };
+        let role = Role {
+            speaker: i < 2,
+            sharer: i == 0,
+        };
+        parts.push(join(&h, &u.1, &s.channel, role, media, &totals, &stop));
+        let want = i as u64 + 1;
+        until("a participant in the call", 30, async || {
+            totals.connected.load(std::sync::atomic::Ordering::SeqCst) >= want
+        })
+        .await;
+    }
+    let host = &s.users[0];
+    let mut ws = Ws::connect(&h, &host.1).await;
+    let (code, body) = h
+        .post(&host.1, &rec_path(&s.channel, "start"), json!({}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    job_state(&mut ws, 45, started).await;
+    let pid = jobs.recorder_pid().expect("the recorder runs");
+    let (cpu0, _) = usage(pid).unwrap();
+    let t0 = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let (cpu1, rss) = usage(pid).unwrap();
+    let wall = t0.elapsed().as_secs_f64();
+    let (code, _) = h
+        .post(&host.1, &rec_path(&s.channel, "stop"), json!({}))
+        .await;
+    assert_eq!(code, 200);
+    // The stop: finishing the file and uploading it.
+    let mut last = (cpu1, rss);
+    while let Some(u) = usage(pid) {
+        last = u;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, file) = recording_post(&h, &host.1, &s.channel, 120).await;
+    let (_, info) = h.get(&host.1, &format!("/api/v4/files/{file}/info")).await;
+    let size_mb = info["size"].as_f64().unwrap() / 1e6;
+    let minutes = wall / 60.0;
+    let cpu_per_min = (cpu1 - cpu0) / minutes;
+    let offloader_cores = 8.0 * 0.66 / 6.0;
+    println!("recording cost: {wall:.0} s of a 10-person call, 2 speakers, screen {screen_kbps:.0} kbit/s");
+    println!("  recorder CPU while recording: {cpu_per_min:.2} CPU-s per recorded minute = {:.1}% of one core", 100.0 * cpu_per_min / 60.0);
+    println!(
+        "  recorder CPU to finish and upload: {:.2} CPU-s",
+        last.0 - cpu1
+    );
+    println!("  recorder peak memory: {:.1} MiB", last.1);
+    println!(
+        "  file: {size_mb:.1} MB = {:.0} MB per hour",
+        size_mb / minutes * 60.0
+    );
+    println!("  upstream (calls-offloader docs/performance.md, medium, c6i.2xlarge): 6 recordings at 66% of 8 vCPU, 4 GB => {:.2} cores = {:.0} CPU-s per minute and {:.0} MiB each, 0.7 GB per hour", offloader_cores, offloader_cores * 60.0, 4096.0 / 6.0);
+    let _ = stop_tx.send(true);
+    for p in parts {
+        let _ = p.await;
+    }
 }

@@ -463,11 +463,7 @@ async fn recording(
         Ok(false) => return shape_a(StatusCode::FORBIDDEN, "Forbidden"),
         Err(e) => return shape_a(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
-    if recording::job_service(&app).is_err() && app.config().EnableRecordings {
-        // A service that was down when recordings were enabled may be up now.
-        recording::refresh_job_service(&app).await;
-    }
-    let svc = match recording::job_service(&app) {
+    let svc = match recording::current_job_service(&app).await {
         Ok(s) => s,
         Err(e) => return shape_a(e.status, &e.message),
     };

@@ -119,6 +119,31 @@ pub fn job_service(app: &App) -> Result<Arc<JobService>, RecError> {
         .ok_or_else(|| rec_err(StatusCode::FORBIDDEN, "Job service is not initialized"))
 }
 
+/// The job service for a request: reached again first when the settings name
+/// another one than the client holds (a change not applied yet) or none was reached
+/// (the service may be up by now).
+pub async fn current_job_service(app: &App) -> Result<Arc<JobService>, RecError> {
+    let held = job_service(app);
+    let wanted = configured_url(&app.config().JobServiceURL);
+    if !matches!(&held, Ok(s) if s.url() == wanted) && app.config().EnableRecordings {
+        refresh_job_service(app).await;
+        return job_service(app);
+    }
+    held
+}
+
+/// The URL the client of `raw` talks to (credentials in it stripped).
+fn configured_url(raw: &str) -> String {
+    let url = raw.trim().trim_end_matches('/');
+    reqwest::Url::parse(url)
+        .map(|mut u| {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.as_str().trim_end_matches('/').to_string()
+        })
+        .unwrap_or_default()
+}
+
 /// Reaches the job service the settings name (when the license and the settings
 /// allow recordings), or forgets it when they no longer do. A service that cannot be
 /// reached is logged once per attempt; recordings answer "Job service is not
@@ -137,15 +162,10 @@ pub async fn refresh_job_service(app: &App) {
         return;
     }
     let current = app.job_service.read().clone();
-    // The configured URL with any credentials in it stripped, as the client keeps it.
-    let plain = reqwest::Url::parse(&url)
-        .map(|mut u| {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.as_str().trim_end_matches('/').to_string()
-        })
-        .unwrap_or_default();
-    if current.as_ref().is_some_and(|s| s.url() == plain) {
+    if current
+        .as_ref()
+        .is_some_and(|s| s.url() == configured_url(&url))
+    {
         return;
     }
     let env = |k: &str| std::env::var(k).ok();

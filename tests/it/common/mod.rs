@@ -26,9 +26,18 @@ pub enum Backend {
     Postgres,
 }
 
+/// One of the project's executables: the test build, or the one in
+/// `CALLS_TEST_BIN_DIR` (measurements run on release builds: `scripts/recording-cost.sh`).
+pub fn exe(name: &str, test_build: &str) -> PathBuf {
+    match std::env::var_os("CALLS_TEST_BIN_DIR") {
+        Some(d) => PathBuf::from(d).join(name),
+        None => PathBuf::from(test_build),
+    }
+}
+
 /// Builds the plugin bundle from the test build of `calls-plugin` (no release build).
 pub fn build_bundle(dir: &Path) -> Vec<u8> {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_calls-plugin"));
+    let exe = exe("calls-plugin", env!("CARGO_BIN_EXE_calls-plugin"));
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut out = Vec::new();
     {
@@ -220,7 +229,7 @@ impl HostProc {
         rtc_port: u16,
     ) -> HostProc {
         let log = std::fs::File::create(dir.path().join("host.log")).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_calls-host"))
+        let mut child = Command::new(exe("calls-host", env!("CARGO_BIN_EXE_calls-host")))
             .arg("--listen")
             .arg(listen)
             .args([
