@@ -17,34 +17,10 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let env: Vec<(String, String)> = std::env::vars().collect();
-    let config = match Config::load(Some(&args.config), &env) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("rtcd: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    if let Err(e) = calls_rtcd::logging::init(&config.logger) {
-        eprintln!(
-            "rtcd: cannot open the log file {}: {e}",
-            config.logger.file_location
-        );
-        return std::process::ExitCode::from(2);
-    }
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("rtcd: failed to start runtime: {e}");
-            return std::process::ExitCode::from(1);
-        }
-    };
-    match rt.block_on(calls_rtcd::run(config)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "rtcd failed");
-            eprintln!("rtcd: {e}");
-            std::process::ExitCode::from(1)
-        }
-    }
+    calls_service::service_main::service_main(
+        "rtcd",
+        |env| Config::load(Some(&args.config), env),
+        |c| &c.logger,
+        calls_rtcd::run,
+    )
 }

@@ -963,6 +963,37 @@ async fn a_recording_stops_by_itself_at_its_maximum_duration() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_recording_ends_with_its_call() {
+    let jobs = JobsProc::start(&[]).await;
+    let h = HostProc::start(Backend::Sqlite, "enterprise").await;
+    let s = h
+        .setup(
+            &["alice", "bob"],
+            json!({"DefaultEnabled": true, "EnableRecordings": true, "JobServiceURL": jobs.url("")}),
+        )
+        .await;
+    let alice = &s.users[0];
+    let mut ws = Ws::connect(&h, &alice.1).await;
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (_totals, parts) = listeners(&h, &s, 2, &stop).await;
+    let (code, body) = h
+        .post(&alice.1, &rec_path(&s.channel, "start"), json!({}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    job_state(&mut ws, 45, started).await;
+    // Everybody leaves: the recorder is told to stop, uploads, and the call ends.
+    let _ = stop_tx.send(true);
+    for p in parts {
+        assert!(p.await.unwrap().ok);
+    }
+    recording_post(&h, &alice.1, &s.channel, 60).await;
+    until("the call's end", 30, async || {
+        call_state(&h, &alice.1, &s.channel).await.is_null()
+    })
+    .await;
+}
+
 /// CPU seconds (user + system) and peak resident memory (MiB) of a process so far.
 fn usage(pid: u32) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -151,8 +151,18 @@ fn valid_job_id(id: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
-fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, "404 page not found\n").into_response()
+/// A `/jobs/{id}...` request: an id of upstream's pattern (else no route) from an
+/// authenticated client.
+async fn job_route(
+    s: &JobService,
+    headers: &HeaderMap,
+    from: SocketAddr,
+    id: &str,
+) -> Result<(), Response> {
+    if !valid_job_id(id) {
+        return Err((StatusCode::NOT_FOUND, "404 page not found\n").into_response());
+    }
+    authorize(s, headers, from).await.map(drop)
 }
 
 async fn create_job(
@@ -227,10 +237,7 @@ async fn get_job(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if !valid_job_id(&id) {
-        return not_found();
-    }
-    if let Err(r) = authorize(&s, &headers, from).await {
+    if let Err(r) = job_route(&s, &headers, from, &id).await {
         return r;
     }
     match s.jobs.get(&id) {
@@ -245,10 +252,7 @@ async fn delete_job(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if !valid_job_id(&id) {
-        return not_found();
-    }
-    if let Err(r) = authorize(&s, &headers, from).await {
+    if let Err(r) = job_route(&s, &headers, from, &id).await {
         return r;
     }
     match s.jobs.delete(&id) {
@@ -267,10 +271,7 @@ async fn job_logs(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if !valid_job_id(&id) {
-        return not_found();
-    }
-    if let Err(r) = authorize(&s, &headers, from).await {
+    if let Err(r) = job_route(&s, &headers, from, &id).await {
         return r;
     }
     match s.jobs.logs(&id) {

@@ -361,6 +361,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_sample_config_is_valid() {
+        let c = Config::from_toml(include_str!("../../../deploy/calls-jobs.toml")).unwrap();
+        c.validate().unwrap();
+        assert!(c.api.security.allow_self_registration);
+        assert_eq!(c.store.data_source, "/var/lib/calls-jobs");
+    }
+
+    #[test]
     fn retention_units() {
         let mut j = JobsConfig::default();
         assert_eq!(

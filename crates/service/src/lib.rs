@@ -5,6 +5,7 @@
 //! - [`log_limit`]: one log line per kind of bad input, not one per frame.
 //! - [`rate`]: token buckets for request and login limits.
 //! - [`nodelay`]: TCP_NODELAY on every accepted connection.
+//! - [`service_main`]: a standalone service's start (config, logger, runtime, exit codes).
 //! - [`client_auth`]: registered API clients, admin key and bearer tokens (rtcd's
 //!   and the job service's); [`client_api`] their `/register`, `/unregister`,
 //!   `/login` routes.
@@ -16,3 +17,4 @@ pub mod logger;
 pub mod logging;
 pub mod nodelay;
 pub mod rate;
+pub mod service_main;
