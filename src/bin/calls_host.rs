@@ -188,6 +188,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 .clone()
                 .unwrap_or_else(|| data_dir.join("files")),
         )),
+        uploading: Default::default(),
     });
     if host.cluster.is_none() {
         let initial = host.config.read().clone();

@@ -798,6 +798,32 @@ async fn the_job_service_answers_in_calls_offloaders_shapes() {
     let (code, body) = call(reqwest::Method::GET, "/version", None, None).await;
     assert_eq!(code, 200);
     assert_eq!(body["buildVersion"], "v0.9.5");
+    // A job is its client's: another client does not see it (its input holds tokens).
+    let job = json!({"type": "recording", "runner": runner, "max_duration_sec": 60,
+                     "input_data": {"call_id": "x", "LD_PRELOAD": "/tmp/evil.so"}});
+    let (code, body) = call(reqwest::Method::POST, "/jobs", me, Some(&job.to_string())).await;
+    assert_eq!(code, 200, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let other_key = "o".repeat(32);
+    let other = Some(("client3", other_key.as_str()));
+    let (code, _) = call(reqwest::Method::GET, &format!("/jobs/{id}"), other, None).await;
+    assert_eq!(code, 404);
+    // Its recorder refused the bad input and failed; the failure is kept with its log,
+    // which shows that the client's LD_PRELOAD never reached it.
+    until("the job's failure", 10, async || {
+        let (_, j) = call(reqwest::Method::GET, &format!("/jobs/{id}"), me, None).await;
+        j["stop_at"].as_i64().unwrap_or(0) > 0
+    })
+    .await;
+    let (code, log) = call(reqwest::Method::GET, &format!("/jobs/{id}/logs"), me, None).await;
+    assert_eq!(code, 200);
+    let log = log.as_str().unwrap_or_default().to_string();
+    assert!(log.contains("SITE_URL"), "{log}");
+    let jobs_log = std::fs::read_to_string(jobs.dir.path().join("jobs.log")).unwrap();
+    assert!(
+        jobs_log.contains("input not passed to the job"),
+        "{jobs_log}"
+    );
     // Login gives a bearer token that works as the key does.
     let (code, body) = call(
         reqwest::Method::POST,

@@ -109,7 +109,7 @@ fn upload_status(e: uploads::UploadError) -> Status {
     match e {
         E::NotFound => Status::not_found(e.to_string()),
         E::TooLarge(_) => Status::out_of_range(e.to_string()),
-        E::BadType | E::BadChannel | E::BadSize | E::Overflow => {
+        E::BadType | E::BadChannel | E::BadSize | E::Overflow | E::Busy => {
             Status::invalid_argument(e.to_string())
         }
         E::Store(s) => internal(s),
@@ -845,16 +845,21 @@ impl HostService for HostGrpc {
     ) -> Result<Response<proto::UploadDataResponse>, Status> {
         let mut parts = r.into_inner();
         let mut us: Option<store::UploadSession> = None;
+        let mut _writing = None;
         // One request carries at most MaxFileSize bytes, as Mattermost's UploadData.
         let (max, mut got) = (self.0.max_file_size(), 0i64);
         while let Some(part) = parts.message().await? {
             let cur = match &mut us {
                 Some(u) => u,
-                None => us.insert(
-                    uploads::session(&self.0, &part.upload_id)
-                        .await
-                        .map_err(upload_status)?,
-                ),
+                None => {
+                    _writing =
+                        Some(uploads::begin(&self.0, &part.upload_id).map_err(upload_status)?);
+                    us.insert(
+                        uploads::session(&self.0, &part.upload_id)
+                            .await
+                            .map_err(upload_status)?,
+                    )
+                }
             };
             got += part.data.len() as i64;
             if got > max {

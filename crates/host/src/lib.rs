@@ -61,6 +61,8 @@ pub struct HostCtx {
     pub logins: logins::Logins,
     /// Uploaded files (recordings among them).
     pub files: Box<dyn files::FileBackend>,
+    /// Upload sessions receiving data now (one request at a time per session).
+    pub uploading: parking_lot::Mutex<std::collections::HashSet<String>>,
 }
 
 pub type Host = Arc<HostCtx>;

@@ -23,6 +23,8 @@ pub enum UploadError {
     Overflow,
     #[error("upload session not found")]
     NotFound,
+    #[error("another upload to this session is in progress")]
+    Busy,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -84,6 +86,29 @@ pub async fn session(host: &HostCtx, id: &str) -> Result<UploadSession, UploadEr
     host.store.upload(id).await?.ok_or(UploadError::NotFound)
 }
 
+/// The right to write to an upload session, held by one request at a time.
+pub struct Writing<'a> {
+    host: &'a HostCtx,
+    id: String,
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.host.uploading.lock().remove(&self.id);
+    }
+}
+
+/// Takes the session for one request (Mattermost refuses a concurrent upload).
+pub fn begin<'a>(host: &'a HostCtx, id: &str) -> Result<Writing<'a>, UploadError> {
+    if !host.uploading.lock().insert(id.to_string()) {
+        return Err(UploadError::Busy);
+    }
+    Ok(Writing {
+        host,
+        id: id.to_string(),
+    })
+}
+
 /// Appends one part; the session's offset follows what is stored.
 pub async fn append(
     host: &HostCtx,
@@ -96,8 +121,12 @@ pub async fn append(
     if data.is_empty() {
         return Ok(());
     }
-    let len = host.files.append(&us.path, data).await?;
-    us.file_offset = len as i64;
+    let len = host.files.append(&us.path, data).await? as i64;
+    if len != us.file_offset + data.len() as i64 {
+        // The stored part and the session disagree: the session is unusable.
+        return Err(UploadError::Overflow);
+    }
+    us.file_offset = len;
     host.store.set_upload_offset(&us.id, us.file_offset).await?;
     Ok(())
 }
@@ -131,18 +160,10 @@ pub async fn finish(host: &HostCtx, us: &UploadSession) -> Result<FileInfo, Uplo
 
 /// `yyyymmdd` (UTC) of a Unix ms time, as Mattermost's file paths.
 fn chrono_day(ms: i64) -> String {
-    let days = ms.div_euclid(86_400_000);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}")
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y%m%d")
+        .to_string()
 }
 
 #[cfg(test)]
@@ -151,6 +172,6 @@ mod tests {
     fn days_are_civil_dates() {
         assert_eq!(super::chrono_day(0), "19700101");
         assert_eq!(super::chrono_day(951_782_400_000), "20000229");
-        assert_eq!(super::chrono_day(1_796_256_000_000), "20261202");
+        assert_eq!(super::chrono_day(1_796_255_999_999), "20261202");
     }
 }

@@ -158,11 +158,15 @@ async fn job_route(
     headers: &HeaderMap,
     from: SocketAddr,
     id: &str,
-) -> Result<(), Response> {
+) -> Result<Option<String>, Response> {
     if !valid_job_id(id) {
         return Err((StatusCode::NOT_FOUND, "404 page not found\n").into_response());
     }
-    authorize(s, headers, from).await.map(drop)
+    // A client sees its own jobs only (their input holds their tokens); the admin all.
+    Ok(match authorize(s, headers, from).await? {
+        Identity::Admin => None,
+        Identity::Client(c) => Some(c),
+    })
 }
 
 async fn create_job(
@@ -184,7 +188,7 @@ async fn create_job(
             )
         }
     };
-    match s.jobs.create(cfg) {
+    match s.jobs.create(cfg, who.client_id()) {
         Ok(job) => {
             tracing::info!(job_id = job.id, client_id = who.client_id(), "job created");
             job_ok(&job)
@@ -237,10 +241,11 @@ async fn get_job(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = job_route(&s, &headers, from, &id).await {
-        return r;
-    }
-    match s.jobs.get(&id) {
+    let client = match job_route(&s, &headers, from, &id).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match s.jobs.get(&id, client.as_deref()) {
         Some(j) => job_ok(&j),
         None => job_error(JobError::NotFound, "failed to get job"),
     }
@@ -252,10 +257,11 @@ async fn delete_job(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = job_route(&s, &headers, from, &id).await {
-        return r;
-    }
-    match s.jobs.delete(&id) {
+    let client = match job_route(&s, &headers, from, &id).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match s.jobs.delete(&id, client.as_deref()) {
         Ok(()) => StatusCode::OK.into_response(),
         Err(JobError::Store(e)) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -271,10 +277,11 @@ async fn job_logs(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = job_route(&s, &headers, from, &id).await {
-        return r;
-    }
-    match s.jobs.logs(&id) {
+    let client = match job_route(&s, &headers, from, &id).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match s.jobs.logs(&id, client.as_deref()) {
         Ok(bytes) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],

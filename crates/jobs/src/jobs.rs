@@ -51,6 +51,34 @@ fn is_zero(v: &i64) -> bool {
     *v == 0
 }
 
+/// A job as kept: with the client that made it (only that client, or the admin,
+/// sees it: its `input_data` holds the token the job acts with).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Stored {
+    #[serde(flatten)]
+    job: Job,
+    #[serde(default)]
+    owner: String,
+}
+
+/// The `input_data` a recorder reads (upstream's recorder config keys). A job's
+/// other keys are not passed on: its environment is the job service's to decide
+/// (`LD_PRELOAD`, `PATH`, ... must not come from a client).
+const RECORDER_INPUTS: &[&str] = &[
+    "site_url",
+    "call_id",
+    "post_id",
+    "recording_id",
+    "auth_token",
+    "width",
+    "height",
+    "video_rate",
+    "audio_rate",
+    "frame_rate",
+    "video_preset",
+    "output_format",
+];
+
 impl JobConfig {
     /// upstream `Config.IsValid`, in its order and words.
     pub fn validate(&self, registry: &str, dev_mode: bool) -> Result<Kind, String> {
@@ -100,7 +128,7 @@ pub struct Jobs {
     dir: PathBuf,
     cfg: JobsConfig,
     dev_mode: bool,
-    records: Mutex<HashMap<String, Job>>,
+    records: Mutex<HashMap<String, Stored>>,
     running: Mutex<HashMap<String, u32>>,
     http: reqwest::Client,
 }
@@ -117,19 +145,19 @@ impl Jobs {
             let Ok(bytes) = std::fs::read(&path) else {
                 continue;
             };
-            let Ok(mut job) = serde_json::from_slice::<Job>(&bytes) else {
+            let Ok(mut rec) = serde_json::from_slice::<Stored>(&bytes) else {
                 tracing::warn!(path = %path.display(), "unreadable job record skipped");
                 continue;
             };
-            if job.stop_at == 0 {
-                job.stop_at = now_ms();
+            if rec.job.stop_at == 0 {
+                rec.job.stop_at = now_ms();
                 tracing::warn!(
-                    job_id = job.id,
+                    job_id = rec.job.id,
                     "job was running when the service stopped: failed"
                 );
-                let _ = std::fs::write(&path, serde_json::to_vec(&job).unwrap_or_default());
+                let _ = std::fs::write(&path, serde_json::to_vec(&rec).unwrap_or_default());
             }
-            records.insert(job.id.clone(), job);
+            records.insert(rec.job.id.clone(), rec);
         }
         Ok(Arc::new(Jobs {
             dir,
@@ -148,9 +176,9 @@ impl Jobs {
         self.dir.join(id)
     }
 
-    fn save(&self, job: &Job) -> std::io::Result<()> {
-        let bytes = serde_json::to_vec(job).map_err(std::io::Error::other)?;
-        std::fs::write(self.job_dir(&job.id).join("job.json"), bytes)
+    fn save(&self, rec: &Stored) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
+        std::fs::write(self.job_dir(&rec.job.id).join("job.json"), bytes)
     }
 
     /// Checks every runner and that this service has a program for it (`/jobs/init`).
@@ -175,12 +203,18 @@ impl Jobs {
         Ok(())
     }
 
-    pub fn get(&self, id: &str) -> Option<Job> {
-        self.records.lock().get(id).cloned()
+    /// The job, if `client` may see it (its own; any for the admin: None).
+    pub fn get(&self, id: &str, client: Option<&str>) -> Option<Job> {
+        self.records
+            .lock()
+            .get(id)
+            .filter(|r| client.is_none_or(|c| c == r.owner))
+            .map(|r| r.job.clone())
     }
 
     /// Starts a job's process.
-    pub fn create(self: &Arc<Self>, config: JobConfig) -> Result<Job, JobError> {
+    /// Starts a job's process for `owner`.
+    pub fn create(self: &Arc<Self>, config: JobConfig, owner: &str) -> Result<Job, JobError> {
         let kind = config
             .validate(&self.cfg.image_registry, self.dev_mode)
             .map_err(JobError::Invalid)?;
@@ -205,14 +239,18 @@ impl Jobs {
             }
         }
         for (k, v) in &config.input_data {
-            cmd.env(k.to_ascii_uppercase(), env_value(v));
+            if RECORDER_INPUTS.contains(&k.as_str()) {
+                cmd.env(k.to_ascii_uppercase(), env_value(v));
+            } else {
+                tracing::warn!(key = k, "input not passed to the job: not a recorder input");
+            }
         }
         cmd.env("DATA_DIR", &dir)
             .current_dir(&dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        let child = cmd.spawn().map_err(|e| fail(e.to_string()))?;
+        let mut child = cmd.spawn().map_err(|e| fail(e.to_string()))?;
         let pid = child.id().unwrap_or_default();
         let job = Job {
             config,
@@ -220,8 +258,17 @@ impl Jobs {
             start_at: now_ms(),
             stop_at: 0,
         };
-        self.save(&job)?;
-        self.records.lock().insert(id.clone(), job.clone());
+        let rec = Stored {
+            job: job.clone(),
+            owner: owner.to_string(),
+        };
+        if let Err(e) = self.save(&rec) {
+            // Not left running unsupervised.
+            let _ = child.start_kill();
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e.into());
+        }
+        self.records.lock().insert(id.clone(), rec);
         running.insert(id.clone(), pid);
         drop(running);
         tracing::info!(job_id = id, pid, runner = job.config.runner, "job started");
@@ -274,10 +321,15 @@ impl Jobs {
         tracing::warn!(job_id = job.id, status = what, "job failed");
         let mut job = job;
         job.stop_at = now_ms();
-        if let Err(e) = self.save(&job) {
-            tracing::error!(job_id = job.id, error = %e, "job record not saved");
+        let rec = self.records.lock().get_mut(&job.id).map(|r| {
+            r.job.stop_at = job.stop_at;
+            r.clone()
+        });
+        if let Some(rec) = rec {
+            if let Err(e) = self.save(&rec) {
+                tracing::error!(job_id = job.id, error = %e, "job record not saved");
+            }
         }
-        self.records.lock().insert(job.id.clone(), job.clone());
         if job.config.job_type == "recording" {
             self.report_failure(&job, &format!("recorder {what}")).await;
         }
@@ -325,9 +377,33 @@ impl Jobs {
         }
     }
 
+    /// The service stops: every running job gets SIGTERM (a recorder finishes and
+    /// uploads) and up to the stop grace to end.
+    pub async fn shutdown(&self) {
+        let pids: Vec<u32> = self.running.lock().values().copied().collect();
+        if pids.is_empty() {
+            return;
+        }
+        tracing::info!(
+            jobs = pids.len(),
+            "stopping: letting the running jobs finish"
+        );
+        for pid in pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(self.cfg.stop_grace_sec as u64);
+        while !self.running.lock().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Removes a stopped job's files (`DELETE /jobs/{id}`).
-    pub fn delete(&self, id: &str) -> Result<(), JobError> {
-        let job = self.get(id).ok_or(JobError::NotFound)?;
+    pub fn delete(&self, id: &str, client: Option<&str>) -> Result<(), JobError> {
+        let job = self.get(id, client).ok_or(JobError::NotFound)?;
         if job.stop_at == 0 {
             return Err(JobError::Running);
         }
@@ -336,8 +412,8 @@ impl Jobs {
         Ok(())
     }
 
-    pub fn logs(&self, id: &str) -> Result<Vec<u8>, JobError> {
-        self.get(id).ok_or(JobError::NotFound)?;
+    pub fn logs(&self, id: &str, client: Option<&str>) -> Result<Vec<u8>, JobError> {
+        self.get(id, client).ok_or(JobError::NotFound)?;
         Ok(std::fs::read(self.job_dir(id).join("job.log"))?)
     }
 
@@ -354,12 +430,12 @@ impl Jobs {
                 .records
                 .lock()
                 .values()
-                .filter(|j| j.stop_at != 0 && j.stop_at < cutoff)
-                .map(|j| j.id.clone())
+                .filter(|r| r.job.stop_at != 0 && r.job.stop_at < cutoff)
+                .map(|r| r.job.id.clone())
                 .collect();
             for id in old {
                 tracing::info!(job_id = id, "failed job expired");
-                let _ = self.delete(&id);
+                let _ = self.delete(&id, None);
             }
         }
     }

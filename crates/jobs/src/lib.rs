@@ -60,7 +60,11 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         .map_err(|e| RunError::Store(e.to_string()))?;
     tokio::spawn(jobs.clone().expire_failed());
     let addr = listen_addr(&config.api.http.listen_address)?;
-    let svc = Arc::new(JobService { config, auth, jobs });
+    let svc = Arc::new(JobService {
+        config,
+        auth,
+        jobs: jobs.clone(),
+    });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| RunError::Listen(addr.to_string(), e))?;
@@ -68,8 +72,21 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let app = api::router(svc).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
+            let term = async {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term => {}
+            }
         })
         .await
-        .map_err(|e| RunError::Listen(addr.to_string(), e))
+        .map_err(|e| RunError::Listen(addr.to_string(), e))?;
+    jobs.shutdown().await;
+    Ok(())
 }

@@ -94,6 +94,7 @@ pub async fn activate(host_addr: &str, bundle_path: &str) -> Result<App, Activat
         bot_session_id,
         bot_token,
         job_service: Default::default(),
+        job_service_refresh: Default::default(),
         sessions: Sessions::default(),
         api_limits: Default::default(),
         ws_budgets: Default::default(),

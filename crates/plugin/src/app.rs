@@ -89,6 +89,9 @@ pub struct Inner {
     pub bot_token: String,
     /// The job service that runs recorders, once reached (recordings enabled).
     pub job_service: RwLock<Option<Arc<super::job_service::JobService>>>,
+    /// One attempt at a time to reach the job service, and when the last one failed
+    /// (URL, time): requests do not each retry a service that is down.
+    pub job_service_refresh: tokio::sync::Mutex<Option<(String, std::time::Instant)>>,
     pub call_locks: CallLocks,
     pub sessions: Sessions,
     /// The REST API's per-user limit.

@@ -72,6 +72,36 @@ pub struct RecordingInput {
 }
 
 impl RecordingInput {
+    /// What upstream checks before asking for a job (a recorder would refuse it).
+    pub fn validate(&self) -> Result<(), String> {
+        let id = |name: &str, v: &str| {
+            if calls_wire::ids::is_valid_id(v) {
+                Ok(())
+            } else {
+                Err(format!("invalid {name}: {v:?}"))
+            }
+        };
+        id("CallID", &self.call_id)?;
+        id("PostID", &self.post_id)?;
+        id("RecordingID", &self.recording_id)?;
+        id("AuthToken", &self.auth_token)?;
+        let url = reqwest::Url::parse(&self.site_url)
+            .map_err(|e| format!("SiteURL parsing failed: {e}"))?;
+        if url.scheme() != "http" && url.scheme() != "https" {
+            return Err(format!(
+                "SiteURL parsing failed: invalid scheme {:?}",
+                url.scheme()
+            ));
+        }
+        if !url.path().is_empty() && url.path() != "/" {
+            return Err(format!(
+                "SiteURL parsing failed: invalid path {:?}",
+                url.path()
+            ));
+        }
+        Ok(())
+    }
+
     /// `input_data`: the quality preset as numbers, then every `MM_CALLS_RECORDER_<X>`
     /// environment variable as `x` (strings, as upstream).
     pub fn input_data(&self, env: &[(String, String)]) -> serde_json::Map<String, Value> {

@@ -221,6 +221,10 @@ async fn add_to_call(
     if state.sessions.contains_key(conn_id) {
         return Err(refused("session is already connected"));
     }
+    if new_call && is_bot {
+        // The recorder joins a call, it never starts one.
+        return Err(refused("no job in progress"));
+    }
     if new_call {
         // The media backend is chosen once per call; the call stays on it.
         state.call.props.rtcd_host = app.place_new_call(&state.call.id).await?;

@@ -125,12 +125,24 @@ pub fn job_service(app: &App) -> Result<Arc<JobService>, RecError> {
 pub async fn current_job_service(app: &App) -> Result<Arc<JobService>, RecError> {
     let held = job_service(app);
     let wanted = configured_url(&app.config().JobServiceURL);
-    if !matches!(&held, Ok(s) if s.url() == wanted) && app.config().EnableRecordings {
-        refresh_job_service(app).await;
-        return job_service(app);
+    if matches!(&held, Ok(s) if s.url() == wanted) || !app.config().EnableRecordings {
+        return held;
     }
-    held
+    {
+        let last = app.job_service_refresh.lock().await;
+        let recent = last
+            .as_ref()
+            .is_some_and(|(u, t)| *u == wanted && t.elapsed() < RETRY_AFTER);
+        if recent {
+            return job_service(app);
+        }
+    }
+    refresh_job_service(app).await;
+    job_service(app)
 }
+
+/// A job service that could not be reached is tried again by a request after this.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// The URL the client of `raw` talks to (credentials in it stripped).
 fn configured_url(raw: &str) -> String {
@@ -161,6 +173,8 @@ pub async fn refresh_job_service(app: &App) {
         }
         return;
     }
+    // One attempt at a time; one that waited finds the service reached.
+    let mut last = app.job_service_refresh.lock().await;
     let current = app.job_service.read().clone();
     if current
         .as_ref()
@@ -181,9 +195,20 @@ pub async fn refresh_job_service(app: &App) {
         Ok(svc) => {
             tracing::info!(url = svc.url(), "job service initialized");
             *app.job_service.write() = Some(Arc::new(svc));
+            *last = None;
         }
         Err(e) => {
-            *app.job_service.write() = None;
+            // A client of another service than the one named now goes.
+            {
+                let mut held = app.job_service.write();
+                if held
+                    .as_ref()
+                    .is_some_and(|s| s.url() != configured_url(&url))
+                {
+                    *held = None;
+                }
+            }
+            *last = Some((configured_url(&url), std::time::Instant::now()));
             tracing::error!(error = %e, "failed to initialize job service");
         }
     }
@@ -251,13 +276,17 @@ pub async fn start(
     };
     let env: Vec<(String, String)> = std::env::vars().collect();
     let runner = recorder_runner(&|k| std::env::var(k).ok());
-    let created = svc
-        .create_recording(
-            &runner,
-            cfg.MaxRecordingDuration * 60,
-            input.input_data(&env),
-        )
-        .await;
+    let created = match input.validate() {
+        Ok(()) => svc
+            .create_recording(
+                &runner,
+                cfg.MaxRecordingDuration * 60,
+                input.input_data(&env),
+            )
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(format!("recorder config is not valid: {e}")),
+    };
 
     let _guard = app.call_locks.lock(channel_id).await.map_err(lock_err)?;
     job = app.store.get_job(&job.id).await?.ok_or_else(|| {
@@ -266,14 +295,29 @@ pub async fn start(
             "failed to get recording state: not found",
         )
     })?;
-    if let Some(s) = app.load_state(channel_id).await? {
-        state = s;
+    match app.load_state(channel_id).await? {
+        Some(s) if s.call.id == job.call_id => state = s,
+        // The call ended while the service was asked: so did the recording.
+        _ => {
+            if job.end_at == 0 {
+                job.end_at = now_ms();
+                app.store.update_job(&job).await?;
+            }
+        }
+    }
+    if job.end_at != 0 {
+        // Stopped (or its call ended) while the service was asked: upstream's answer;
+        // the recorder finds no job to join.
+        return Err(rec_err(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "failed to get recording state: the recording has ended",
+        ));
     }
     let created = match created {
         Ok(c) => c,
         Err(e) => {
             let msg = format!("failed to create recording job: {e}");
-            tracing::error!(channel_id, error = %e, "recording job not created");
+            tracing::error!(channel_id, error = e, "recording job not created");
             job.end_at = now_ms();
             job.props.err = msg.clone();
             app.store.update_job(&job).await?;
@@ -539,7 +583,24 @@ pub async fn post_recording(
     file_id: &str,
 ) -> Result<(), RecError> {
     let fail = |m: String| rec_err(StatusCode::INTERNAL_SERVER_ERROR, m);
+    let bad = |m: &str| rec_err(StatusCode::BAD_REQUEST, m);
     let _guard = app.call_locks.lock(channel_id).await.map_err(lock_err)?;
+    // The job must be a recording of a call of this channel, posted once, to its post.
+    let job = app
+        .store
+        .get_job(job_id)
+        .await?
+        .filter(|j| j.job_type == RECORDING)
+        .ok_or_else(|| bad("invalid JobID"))?;
+    let call = app
+        .store
+        .get_call(&job.call_id)
+        .await?
+        .filter(|c| c.channel_id == channel_id)
+        .ok_or_else(|| bad("invalid JobID"))?;
+    if call.post_id != call_post_id {
+        return Err(bad("invalid PostID"));
+    }
     let call_post = app
         .host
         .post(call_post_id)
@@ -552,6 +613,9 @@ pub async fn post_recording(
         call_post.root_id.clone()
     };
     let props: Value = serde_json::from_slice(&call_post.props_json).unwrap_or_default();
+    if props["recordings"][job_id]["post_id"].is_string() {
+        return Err(bad("recording already posted"));
+    }
     let title = props["title"].as_str().unwrap_or_default();
     let start_at = props["start_at"].as_i64().unwrap_or_default();
     let post = calls_wire::proto::Post {

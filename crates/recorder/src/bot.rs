@@ -148,7 +148,7 @@ impl Bot {
                         .map_err(|e| BotError::Http("upload", e.to_string()))?;
                     return Ok(info["id"].as_str().unwrap_or_default().to_string());
                 }
-                Ok(_) => failures = 0,
+                Ok(_) => {}
                 Err(e) => {
                     failures += 1;
                     if failures > 5 {
@@ -158,14 +158,24 @@ impl Bot {
                     tokio::time::sleep(Duration::from_secs(2 * failures)).await;
                 }
             }
-            // Where the host stands decides what comes next.
+            // Where the host stands decides what comes next; a part that moved nothing
+            // forward counts as a failure.
             let us = self
                 .json(
                     "upload session",
                     self.http.get(format!("{}/uploads/{id}", self.base)),
                 )
                 .await?;
-            offset = us["file_offset"].as_u64().unwrap_or(offset).min(size);
+            let now = us["file_offset"].as_u64().unwrap_or(offset).min(size);
+            if now > offset {
+                failures = 0;
+            } else {
+                failures += 1;
+                if failures > 5 {
+                    return Err(BotError::Http("upload", "no progress".into()));
+                }
+            }
+            offset = now;
         }
     }
 

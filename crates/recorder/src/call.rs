@@ -29,6 +29,10 @@ const PLAYOUT_MS: f64 = 300.0;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Keyframe requests for one screen at most this often.
 const PLI_EVERY: Duration = Duration::from_millis(500);
+/// Screen frames wait for the audio of their time; one placed further ahead than this
+/// (a broken timestamp), or beyond this many waiting frames, is dropped.
+const MAX_VIDEO_AHEAD_MS: f64 = 10_000.0;
+const MAX_VIDEO_QUEUE: usize = 2_000;
 /// A connection lost this long ends the recording (the call is gone for us).
 const DISCONNECTED_FOR: Duration = Duration::from_secs(15);
 
@@ -94,6 +98,9 @@ pub struct Session {
     next_voice: u64,
     next_timeout: Instant,
     ice: IceConnectionState,
+    /// `job_stop` came while joining: there is nothing to record.
+    pub stop_requested: bool,
+    job_id: String,
 }
 
 fn report(d: &MediaData) -> Option<Report> {
@@ -176,6 +183,8 @@ impl Session {
             next_voice: 1,
             next_timeout: Instant::now(),
             ice: IceConnectionState::New,
+            stop_requested: false,
+            job_id: cfg.recording_id.clone(),
         };
         let deadline = Instant::now() + CONNECT_TIMEOUT;
         let mut buf = vec![0u8; 2048];
@@ -185,7 +194,11 @@ impl Session {
             }
             let wait = s.next_timeout.min(deadline);
             tokio::select! {
-                m = s.ws.next() => { s.on_ws(m).await?; }
+                m = s.ws.next() => {
+                    if let Some(v) = s.on_ws(m).await? {
+                        s.stop_requested |= v["job_id"].as_str() == Some(s.job_id.as_str());
+                    }
+                }
                 r = s.sock.recv_from(&mut buf) => {
                     if let Ok((n, src)) = r { s.input(&buf[..n], src); }
                 }
@@ -410,6 +423,14 @@ impl Session {
             }
             Some(Track::Screen(s)) => {
                 let key = d.is_keyframe();
+                let at = s.clock.place(clock, rtp_s, d.network_time, report(&d));
+                // A frame claiming a place far past what is written would wait (in
+                // memory) for a time that may never come.
+                let written_ms = (mixer.position() * 1000 / RATE) as f64;
+                if at > written_ms + MAX_VIDEO_AHEAD_MS || video.len() >= MAX_VIDEO_QUEUE {
+                    tracing::debug!(at, written_ms, "screen frame out of place: dropped");
+                    return Ok(());
+                }
                 if !d.contiguous && !key {
                     // A gap: what follows cannot be decoded until the next keyframe.
                     s.waiting_key = true;
@@ -418,7 +439,6 @@ impl Session {
                     want_key = true;
                 } else {
                     s.waiting_key = false;
-                    let at = s.clock.place(clock, rtp_s, d.network_time, report(&d));
                     video.push((at.max(0.0) as u64, key, d.data.to_vec()));
                 }
             }

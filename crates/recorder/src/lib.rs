@@ -72,6 +72,12 @@ pub async fn run(
             return Ok(());
         }
     };
+    if session.stop_requested {
+        // Stopped before it began (the call emptied meanwhile): leaving ends the job.
+        tracing::info!("stopped before the recording began");
+        session.leave().await;
+        return Ok(());
+    }
     std::fs::create_dir_all(&cfg.data_dir).map_err(webm::MuxError::from)?;
     let out = cfg.data_dir.join(&name);
     let mut mux = webm::Muxer::create(&cfg.data_dir.join(format!("{name}.clusters")))?;

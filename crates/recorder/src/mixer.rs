@@ -70,7 +70,8 @@ impl Mixer {
             if idx >= self.pending.len() {
                 self.pending.resize(idx + 1, 0);
             }
-            self.pending[idx] += i32::from(*s);
+            // Saturating: a sender repeating its timestamps must not overflow a sum.
+            self.pending[idx] = self.pending[idx].saturating_add(i32::from(*s));
         }
         Ok(n)
     }
