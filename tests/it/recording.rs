@@ -1177,3 +1177,106 @@ async fn recording_cost() {
         let _ = p.await;
     }
 }
+
+/// The call hosted on node A, one participant on each node, the recording asked for
+/// through node B (so its recorder joins through B and its media comes from A over
+/// cluster messages), stopped through A; the file, uploaded through B into the shared
+/// file store, is read through A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_recording_in_a_cluster() {
+    let jobs = JobsProc::start(&[]).await;
+    let files = tempfile::tempdir().unwrap();
+    let files_dir = files.path().to_str().unwrap().to_string();
+    let c = crate::cluster::Cluster::start_with(2, &[], &["--files-dir", &files_dir]).await;
+    let s = c
+        .setup(
+            &["alice", "bob"],
+            json!({"DefaultEnabled": true, "EnableRecordings": true, "JobServiceURL": jobs.url("")}),
+        )
+        .await;
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    let (alice, bob) = (&s.users[0], &s.users[1]);
+    let media_dir = tempfile::tempdir().unwrap();
+    let (tone_a, tone_b, _) = make_media(media_dir.path());
+    let mut alice_ws = Ws::connect(a, &alice.1).await;
+    let totals = Arc::new(Totals::default());
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let role = Role {
+        speaker: true,
+        sharer: false,
+    };
+    let pa = join(
+        a,
+        &alice.1,
+        &s.channel,
+        role.clone(),
+        Media {
+            opus: tone_a,
+            vp8: None,
+        },
+        &totals,
+        &stop,
+    );
+    until("alice in the call", 30, async || {
+        totals.connected.load(std::sync::atomic::Ordering::SeqCst) >= 1
+    })
+    .await;
+    let pb = join(
+        b,
+        &bob.1,
+        &s.channel,
+        role,
+        Media {
+            opus: tone_b,
+            vp8: None,
+        },
+        &totals,
+        &stop,
+    );
+    until("bob in the call", 30, async || {
+        totals.connected.load(std::sync::atomic::Ordering::SeqCst) >= 2
+    })
+    .await;
+    let (code, body) = b
+        .post(&alice.1, &rec_path(&s.channel, "start"), json!({}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    job_state(&mut alice_ws, 45, started).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let (code, body) = a
+        .post(&alice.1, &rec_path(&s.channel, "stop"), json!({}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let (_, file_id) = recording_post(a, &bob.1, &s.channel, 90).await;
+    let resp = reqwest::Client::new()
+        .get(a.url(&format!("/api/v4/files/{file_id}")))
+        .bearer_auth(&alice.1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let file = media_dir.path().join("cluster.webm");
+    std::fs::write(&file, resp.bytes().await.unwrap()).unwrap();
+    let pcm = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&file)
+        .args([
+            "-map", "0:a", "-f", "s16le", "-ac", "1", "-ar", "48000", "-",
+        ])
+        .output()
+        .unwrap();
+    assert!(pcm.status.success(), "{pcm:?}");
+    let pcm: Vec<i16> = pcm
+        .stdout
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let noise = power(&pcm, 700.0).max(power(&pcm, 2500.0));
+    // Both voices: the one from the call's node and the one relayed from the other.
+    assert!(power(&pcm, 440.0) > 50.0 * noise, "440 Hz missing");
+    assert!(power(&pcm, 1000.0) > 50.0 * noise, "1000 Hz missing");
+    let _ = stop_tx.send(true);
+    for p in [pa, pb] {
+        assert!(p.await.unwrap().ok);
+    }
+}
