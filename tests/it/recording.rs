@@ -195,6 +195,43 @@ fn join(
     ))
 }
 
+/// As `join`, then waits until `connected` participants (this one among them) are in.
+#[allow(clippy::too_many_arguments)]
+async fn join_connected(
+    h: &HostProc,
+    token: &str,
+    channel: &str,
+    role: Role,
+    media: Media,
+    totals: &Arc<Totals>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+    connected: u64,
+) -> tokio::task::JoinHandle<participant::Outcome> {
+    let p = join(h, token, channel, role, media, totals, stop);
+    until("a participant in the call", 30, async || {
+        totals.connected.load(std::sync::atomic::Ordering::SeqCst) >= connected
+    })
+    .await;
+    p
+}
+
+/// The recording's sound, decoded by ffmpeg: 48 kHz mono samples.
+fn audio_of(file: &Path) -> Vec<i16> {
+    let pcm = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(file)
+        .args([
+            "-map", "0:a", "-f", "s16le", "-ac", "1", "-ar", "48000", "-",
+        ])
+        .output()
+        .unwrap();
+    assert!(pcm.status.success(), "{pcm:?}");
+    pcm.stdout
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect()
+}
+
 async fn until(what: &str, secs: u64, mut f: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     while tokio::time::Instant::now() < deadline {
@@ -278,7 +315,7 @@ async fn a_recording_has_the_screen_and_both_voices() {
     let totals = Arc::new(Totals::default());
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let role = |speaker, sharer| Role { speaker, sharer };
-    let pa = join(
+    let pa = join_connected(
         &h,
         &alice.1,
         &s.channel,
@@ -289,12 +326,10 @@ async fn a_recording_has_the_screen_and_both_voices() {
         },
         &totals,
         &stop,
-    );
-    until("alice in the call", 30, async || {
-        totals.connected.load(std::sync::atomic::Ordering::SeqCst) >= 1
-    })
+        1,
+    )
     .await;
-    let pb = join(
+    let pb = join_connected(
         &h,
         &bob.1,
         &s.channel,
@@ -305,10 +340,8 @@ async fn a_recording_has_the_screen_and_both_voices() {
         },
         &totals,
         &stop,
-    );
-    until("bob in the call", 30, async || {
-        totals.connected.load(std::sync::atomic::Ordering::SeqCst) >= 2
-    })
+        2,
+    )
     .await;
 
     // Only the call's host records.
@@ -481,20 +514,7 @@ async fn a_recording_has_the_screen_and_both_voices() {
     assert!(n > 200, "{n} video frames");
 
     // Both voices are there, each tone well above the bands nobody sent.
-    let pcm = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(&file)
-        .args([
-            "-map", "0:a", "-f", "s16le", "-ac", "1", "-ar", "48000", "-",
-        ])
-        .output()
-        .unwrap();
-    assert!(pcm.status.success());
-    let pcm: Vec<i16> = pcm
-        .stdout
-        .chunks_exact(2)
-        .map(|b| i16::from_le_bytes([b[0], b[1]]))
-        .collect();
+    let pcm = audio_of(&file);
     let rms = (pcm.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / pcm.len() as f64).sqrt();
     assert!(rms > 500.0, "audio is silent: rms {rms}");
     let (p440, p1000) = (power(&pcm, 440.0), power(&pcm, 1000.0));
@@ -1205,7 +1225,7 @@ async fn a_recording_in_a_cluster() {
         speaker: true,
         sharer: false,
     };
-    let pa = join(
+    let pa = join_connected(
         a,
         &alice.1,
         &s.channel,
@@ -1216,12 +1236,10 @@ async fn a_recording_in_a_cluster() {
         },
         &totals,
         &stop,
-    );
-    until("alice in the call", 30, async || {
-        totals.connected.load(std::sync::atomic::Ordering::SeqCst) >= 1
-    })
+        1,
+    )
     .await;
-    let pb = join(
+    let pb = join_connected(
         b,
         &bob.1,
         &s.channel,
@@ -1232,10 +1250,8 @@ async fn a_recording_in_a_cluster() {
         },
         &totals,
         &stop,
-    );
-    until("bob in the call", 30, async || {
-        totals.connected.load(std::sync::atomic::Ordering::SeqCst) >= 2
-    })
+        2,
+    )
     .await;
     let (code, body) = b
         .post(&alice.1, &rec_path(&s.channel, "start"), json!({}))
@@ -1257,20 +1273,7 @@ async fn a_recording_in_a_cluster() {
     assert_eq!(resp.status(), 200);
     let file = media_dir.path().join("cluster.webm");
     std::fs::write(&file, resp.bytes().await.unwrap()).unwrap();
-    let pcm = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(&file)
-        .args([
-            "-map", "0:a", "-f", "s16le", "-ac", "1", "-ar", "48000", "-",
-        ])
-        .output()
-        .unwrap();
-    assert!(pcm.status.success(), "{pcm:?}");
-    let pcm: Vec<i16> = pcm
-        .stdout
-        .chunks_exact(2)
-        .map(|b| i16::from_le_bytes([b[0], b[1]]))
-        .collect();
+    let pcm = audio_of(&file);
     let noise = power(&pcm, 700.0).max(power(&pcm, 2500.0));
     // Both voices: the one from the call's node and the one relayed from the other.
     assert!(power(&pcm, 440.0) > 50.0 * noise, "440 Hz missing");
