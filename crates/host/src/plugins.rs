@@ -108,13 +108,17 @@ impl Manifest {
             )));
         }
         if let Some(schema) = &self.settings_schema {
-            let settings = schema.get("settings").and_then(Value::as_array);
-            let Some(settings) = settings else {
-                return Err(PluginError::Manifest(
-                    "settings_schema.settings must be a list".into(),
-                ));
-            };
-            for s in settings {
+            for (field, v) in [
+                ("settings", schema.get("settings")),
+                ("sections", schema.get("sections")),
+            ] {
+                if v.is_some_and(|v| !v.is_array() && !v.is_null()) {
+                    return Err(PluginError::Manifest(format!(
+                        "settings_schema.{field} must be a list"
+                    )));
+                }
+            }
+            for s in schema_settings(schema) {
                 let key = s.get("key").and_then(Value::as_str).unwrap_or("");
                 let ty = s.get("type").and_then(Value::as_str).unwrap_or("");
                 if key.is_empty() && ty != "custom" {
@@ -133,23 +137,28 @@ impl Manifest {
     /// The defaults declared in the settings schema, for keys not set yet.
     pub fn default_settings(&self) -> serde_json::Map<String, Value> {
         let mut out = serde_json::Map::new();
-        if let Some(settings) = self
-            .settings_schema
-            .as_ref()
-            .and_then(|s| s.get("settings"))
-            .and_then(Value::as_array)
-        {
-            for s in settings {
-                if let (Some(k), Some(d)) = (s.get("key").and_then(Value::as_str), s.get("default"))
-                {
-                    if !d.is_null() {
-                        out.insert(k.to_string(), d.clone());
-                    }
+        for s in self.settings_schema.iter().flat_map(schema_settings) {
+            if let (Some(k), Some(d)) = (s.get("key").and_then(Value::as_str), s.get("default")) {
+                if !d.is_null() {
+                    out.insert(k.to_string(), d.clone());
                 }
             }
         }
         out
     }
+}
+
+/// Every setting of a settings schema: the top-level ones, then each section's (as
+/// Mattermost's System Console lays them out).
+pub fn schema_settings(schema: &Value) -> Vec<&Value> {
+    let top = schema.get("settings").and_then(Value::as_array);
+    let sections = schema
+        .get("sections")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.get("settings").and_then(Value::as_array));
+    top.into_iter().chain(sections).flatten().collect()
 }
 
 /// What a bundle may unpack to. A bundle is small when compressed and may be huge

@@ -21,18 +21,8 @@ fn secret_keys(plugins_dir: &Path, plugin_id: &str) -> Vec<String> {
     let Some(schema) = m.settings_schema else {
         return Vec::new();
     };
-    let sections = schema
-        .get("sections")
-        .and_then(Value::as_array)
+    super::plugins::schema_settings(&schema)
         .into_iter()
-        .flatten()
-        .filter_map(|s| s.get("settings").and_then(Value::as_array));
-    schema
-        .get("settings")
-        .and_then(Value::as_array)
-        .into_iter()
-        .chain(sections)
-        .flatten()
         .filter(|s| s.get("secret").and_then(Value::as_bool) == Some(true))
         .filter_map(|s| s.get("key").and_then(Value::as_str).map(str::to_string))
         .collect()

@@ -62,3 +62,6 @@ pub mod sessions;
 pub mod signaling;
 pub mod stats;
 pub mod store;
+
+#[cfg(test)]
+mod manifest_tests;
