@@ -514,3 +514,48 @@ async fn start_once(spec: &StartSpec) -> Result<(Child, PluginClient<Channel>), 
         PluginClient::new(channel).max_decoding_message_size(64 << 20),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn settings_in_sections_are_validated_and_give_their_defaults() {
+        let m: Manifest = serde_json::from_value(json!({
+            "id": "com.example.p",
+            "server": {"executable": "server/p"},
+            "settings_schema": {
+                "settings": [{"key": "Top", "type": "bool", "default": true}],
+                "sections": [{"key": "S", "title": "S", "settings": [
+                    {"key": "InSection", "type": "number", "default": 5},
+                    {"key": "NoDefault", "type": "text"}
+                ]}]
+            }
+        }))
+        .unwrap();
+        m.validate().unwrap();
+        let d = m.default_settings();
+        assert_eq!(d.get("Top"), Some(&json!(true)));
+        assert_eq!(d.get("InSection"), Some(&json!(5)));
+        assert!(!d.contains_key("NoDefault"));
+        let bad: Manifest = serde_json::from_value(json!({
+            "id": "com.example.p",
+            "server": {"executable": "server/p"},
+            "settings_schema": {"sections": [{"key": "S", "settings": [{"key": "K", "type": "weird"}]}]}
+        }))
+        .unwrap();
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("invalid type"));
+        let bad: Manifest = serde_json::from_value(json!({
+            "id": "com.example.p",
+            "server": {"executable": "server/p"},
+            "settings_schema": {"sections": {"not": "a list"}}
+        }))
+        .unwrap();
+        assert!(bad.validate().is_err());
+    }
+}
