@@ -21,12 +21,20 @@
     return el;
   }
 
+  // The plugin allows a user 1 request a second (burst 10): a refused one is tried
+  // again once the budget has refilled, a few times, instead of failing what the user
+  // did (a quick leave and rejoin makes a burst of requests).
   async function api(method, path, body) {
-    const r = await fetch(path, {
-      method, credentials: 'same-origin',
-      headers: { 'Content-Type': 'application/json', 'X-Requested-With': 'XMLHttpRequest' },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
+    let r;
+    for (let attempt = 0; ; attempt++) {
+      r = await fetch(path, {
+        method, credentials: 'same-origin',
+        headers: { 'Content-Type': 'application/json', 'X-Requested-With': 'XMLHttpRequest' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      if (r.status !== 429 || attempt >= 3) break;
+      await new Promise((ok) => setTimeout(ok, 1100));
+    }
     const text = await r.text();
     let data; try { data = JSON.parse(text); } catch (e) { data = text; }
     if (!r.ok) throw new Error((data && data.message) || text || r.status);
