@@ -348,6 +348,16 @@ async function crash(browser) {
   }
   const toldAfterMs = Date.now() - killedAt;
   step(`both told after ${toldAfterMs} ms`);
+  // The restarted plugin tells them while it activates; a join sent before the host
+  // counts it as running would be lost (as a user's click would be: they click again).
+  await waitFor('the plugin to serve again', async () => ({
+    ok: await alice.page.evaluate(async () => {
+      try {
+        const r = await fetch('/plugins/com.mattermost.calls/version', { credentials: 'same-origin', headers: { 'X-Requested-With': 'XMLHttpRequest' } });
+        return r.ok;
+      } catch (e) { return false; }
+    }),
+  }), 30000);
   await alice.join();
   await bob.join();
   await alice.click('mute');

@@ -649,10 +649,10 @@ impl HostService for HostGrpc {
         if p.file_ids.len() > 10 {
             return Err(Status::invalid_argument("a post holds at most 10 files"));
         }
-        self.0.store.create_post(&post).await.map_err(internal)?;
         let mut post = post;
         if !p.file_ids.is_empty() {
-            // Only the author's own unattached files of the channel (Mattermost's rule).
+            // Only the author's own unattached files of the channel (Mattermost's rule),
+            // attached before the post is stored: nobody reads the post without them.
             let attached = self
                 .0
                 .store
@@ -660,12 +660,8 @@ impl HostService for HostGrpc {
                 .await
                 .map_err(internal)?;
             post.file_ids = json!(attached).to_string();
-            self.0
-                .store
-                .set_post_files(&post.id, &post.file_ids)
-                .await
-                .map_err(internal)?;
         }
+        self.0.store.create_post(&post).await.map_err(internal)?;
         let b = proto::WebSocketBroadcast {
             channel_id: post.channel_id.clone(),
             ..Default::default()

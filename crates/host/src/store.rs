@@ -533,18 +533,6 @@ impl HostStore {
         Ok(())
     }
 
-    pub async fn set_post_files(&self, id: &str, file_ids: &str) -> Result<()> {
-        db_run!(&self.db, |p| sqlx::query(
-            "UPDATE posts SET fileids = $2 WHERE id = $1"
-        )
-        .bind(id)
-        .bind(file_ids)
-        .execute(p)
-        .await
-        .map(drop)?);
-        Ok(())
-    }
-
     pub async fn post(&self, id: &str) -> Result<Option<Post>> {
         let sql = format!("SELECT {POST_COLS} FROM posts WHERE id = $1");
         Ok(db_run!(&self.db, |p| sqlx::query_as::<_, Post>(&sql)
