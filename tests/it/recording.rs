@@ -298,14 +298,7 @@ async fn recording_post(h: &HostProc, token: &str, channel: &str, secs: u64) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_recording_has_the_screen_and_both_voices() {
-    let jobs = JobsProc::start(&[]).await;
-    let h = HostProc::start(Backend::Sqlite, "enterprise").await;
-    let s = h
-        .setup(
-            &["alice", "bob"],
-            json!({"DefaultEnabled": true, "EnableRecordings": true, "JobServiceURL": jobs.url("")}),
-        )
-        .await;
+    let (jobs, h, s) = recording_host(&[], &["alice", "bob"]).await;
     let (alice, bob) = (&s.users[0], &s.users[1]);
     // carol is no member of the call's channel.
     let carol = h.user(&s.admin.1, "carol2").await;
@@ -535,6 +528,23 @@ async fn a_recording_has_the_screen_and_both_voices() {
     }
     // The recorder's job ended well: the service forgot it.
     assert!(job_logs(jobs.dir.path()).is_empty());
+}
+
+/// Our job service (with `jobs_env`), an Enterprise host on SQLite whose plugin records
+/// through it, and `names` in one channel.
+async fn recording_host(
+    jobs_env: &[(&str, &str)],
+    names: &[&str],
+) -> (JobsProc, HostProc, CallSetup) {
+    let jobs = JobsProc::start(jobs_env).await;
+    let h = HostProc::start(Backend::Sqlite, "enterprise").await;
+    let s = h
+        .setup(
+            names,
+            json!({"DefaultEnabled": true, "EnableRecordings": true, "JobServiceURL": jobs.url("")}),
+        )
+        .await;
+    (jobs, h, s)
 }
 
 /// A call of `n` listeners (load-tool participants), connected.
@@ -872,14 +882,7 @@ async fn the_job_service_answers_in_calls_offloaders_shapes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_recorder_fails_its_job_and_the_call_goes_on() {
-    let jobs = JobsProc::start(&[]).await;
-    let h = HostProc::start(Backend::Sqlite, "enterprise").await;
-    let s = h
-        .setup(
-            &["alice", "bob"],
-            json!({"DefaultEnabled": true, "EnableRecordings": true, "JobServiceURL": jobs.url("")}),
-        )
-        .await;
+    let (jobs, h, s) = recording_host(&[], &["alice", "bob"]).await;
     let alice = &s.users[0];
     let mut ws = Ws::connect(&h, &alice.1).await;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
@@ -926,14 +929,7 @@ async fn a_killed_recorder_fails_its_job_and_the_call_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_service_gone_at_start_leaves_nothing_started() {
-    let jobs = JobsProc::start(&[]).await;
-    let h = HostProc::start(Backend::Sqlite, "enterprise").await;
-    let s = h
-        .setup(
-            &["alice"],
-            json!({"DefaultEnabled": true, "EnableRecordings": true, "JobServiceURL": jobs.url("")}),
-        )
-        .await;
+    let (jobs, h, s) = recording_host(&[], &["alice"]).await;
     let alice = &s.users[0];
     let mut ws = Ws::connect(&h, &alice.1).await;
     ws.join(&s.channel).await;
@@ -975,14 +971,8 @@ async fn a_job_service_gone_at_start_leaves_nothing_started() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_recording_stops_by_itself_at_its_maximum_duration() {
     // The job service caps every job at one minute (the plugin's own minimum is 15).
-    let jobs = JobsProc::start(&[("CALLS_JOBS_JOBS_MAXDURATIONSEC", "60")]).await;
-    let h = HostProc::start(Backend::Sqlite, "enterprise").await;
-    let s = h
-        .setup(
-            &["alice"],
-            json!({"DefaultEnabled": true, "EnableRecordings": true, "JobServiceURL": jobs.url("")}),
-        )
-        .await;
+    let (_jobs, h, s) =
+        recording_host(&[("CALLS_JOBS_JOBS_MAXDURATIONSEC", "60")], &["alice"]).await;
     let alice = &s.users[0];
     let mut ws = Ws::connect(&h, &alice.1).await;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
@@ -1011,14 +1001,7 @@ async fn a_recording_stops_by_itself_at_its_maximum_duration() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_recording_ends_with_its_call() {
-    let jobs = JobsProc::start(&[]).await;
-    let h = HostProc::start(Backend::Sqlite, "enterprise").await;
-    let s = h
-        .setup(
-            &["alice", "bob"],
-            json!({"DefaultEnabled": true, "EnableRecordings": true, "JobServiceURL": jobs.url("")}),
-        )
-        .await;
+    let (_jobs, h, s) = recording_host(&[], &["alice", "bob"]).await;
     let alice = &s.users[0];
     let mut ws = Ws::connect(&h, &alice.1).await;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
