@@ -6,14 +6,19 @@ BUNDLE := dist/$(PLUGIN_ID)-$(VERSION).tar.gz
 DATA_DIR ?= data
 LISTEN ?= 127.0.0.1:8065
 
-.PHONY: build dist run run-cluster test lint clean bench bench-recording fuzz fuzz-ci
+.PHONY: build build-run dist run run-cluster test lint clean bench bench-recording fuzz fuzz-ci
 
 build:
 	$(CARGO) build --release --bins
 
+# What `make run` needs, and nothing that links a system library (the recorder's
+# libopus): a Rust toolchain is enough.
+build-run:
+	$(CARGO) build --release -p mattermost-calls --no-default-features --bin calls-host --bin calls-plugin
+
 # The plugin bundle a host installs: plugin.json, the server executable and the
 # webapp bundle, under one top-level directory named after the plugin id.
-dist: build
+dist: build-run
 	rm -rf dist/stage && mkdir -p dist/stage/$(PLUGIN_ID)/server/dist dist/stage/$(PLUGIN_ID)/webapp/dist
 	sed 's/"version": "[^"]*"/"version": "$(VERSION)"/' plugin.json > dist/stage/$(PLUGIN_ID)/plugin.json
 	cp target/release/calls-plugin dist/stage/$(PLUGIN_ID)/server/dist/plugin-linux-amd64

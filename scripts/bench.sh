@@ -28,12 +28,17 @@ fi
 if [ -n "${BENCH_BUNDLE:-}" ]; then
   [ -f "$BENCH_BUNDLE" ] || { echo "BENCH_BUNDLE: no such file: $BENCH_BUNDLE" >&2; exit 1; }
   BUNDLE="$BENCH_BUNDLE"
-  cargo build --release --bins >/dev/null
 else
   make dist >/dev/null
   BUNDLE="$(ls dist/com.mattermost.calls-*.tar.gz | head -1)"
 fi
-[ -f lt-media/speech.ogg ] && [ -f lt-media/screen.ivf ] || scripts/lt-media.sh lt-media >/dev/null
+# The same features as `make dist`'s build: nothing built twice.
+cargo build --release -p mattermost-calls --no-default-features \
+  --bin calls-host --bin rtcd --bin calls-lt >/dev/null
+# Media at the seed's bitrates, made again when the script that makes it changed.
+if ! [ lt-media/speech.ogg -nt scripts/lt-media.sh ] || ! [ lt-media/screen.ivf -nt scripts/lt-media.sh ]; then
+  scripts/lt-media.sh lt-media
+fi
 mkdir -p "$OUT"
 WORK="$(mktemp -d)"
 PIDS=()
@@ -126,6 +131,24 @@ python3 - "$OUT" $TARGETS <<'PY'
 import json, os, sys
 out, targets = sys.argv[1], sys.argv[2:]
 rows = []
+# The seed's benchmark row of the same shape (calls, participants/call, unmuted, screen
+# share: bandwidth in / out, Mbit/s), from its "Results" table. Out grows with the
+# receivers, so both are also given per participant.
+SEED = {
+    "a": ("1 x 1000, 2 unmuted", 1, 1000, 1.0, 194.0),
+    "b": ("1 x 1000, 1 unmuted + screen", 1, 1000, 2.9, 1680.0),
+    "c": ("1000 x 2, 2 unmuted", 1000, 2, 178.0, 195.0),
+}
+def bandwidth(name, r, n):
+    bin_, bout = r.get("sfu_in_mbit_per_s"), r.get("sfu_out_mbit_per_s")
+    if bin_ is None or bout is None:
+        return "bandwidth n/a"
+    ours = f"in/out {bin_:.1f} / {bout:.1f} Mbit/s ({bout*1000/n:.0f} kbit/s out per participant)"
+    if name not in SEED:
+        return ours
+    label, calls, parts, sin, sout = SEED[name]
+    return (f"{ours}  [seed {label}: {sin:g} / {sout:g} Mbit/s, "
+            f"{sout*1000/(calls*parts):.0f} kbit/s out per participant]")
 # Join -> first media; an idle shape has no media, hence no such time.
 def ms(v):
     return "n/a" if v is None else f"{v:.0f} ms"
@@ -153,7 +176,8 @@ for t in targets:
             us = cpu_s / pkts * 1e6 if pkts else float("nan")
             us_user = user_s / pkts * 1e6 if pkts else float("nan")
             cost = f"{us:6.2f} us/pkt ({us_user:.2f} user)"
-        rows.append((t, name, f"{cost}  {rss*1024/n:7.1f} KiB RSS/participant (max {rss:.0f} MB)  "
+        bw = bandwidth(name, r, n)
+        rows.append((t, name, f"{cost}  {rss*1024/n:7.1f} KiB RSS/participant (max {rss:.0f} MB)  {bw}  "
                      f"loss {r['loss_pct']:.2f} %  join->media p50 {ms(r['first_media_p50_ms'])} p99 {ms(r['first_media_p99_ms'])}  "
                      f"joins {r['joins_ok']}/{n}  {pkts/len(half):.0f} pkt/s  "
                      f"load tool {r.get('lt_cpu_avg_pct') or 0:.0f} % CPU  "

@@ -4,21 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The process tests create throw-away databases on this server.
-export CALLS_TEST_POSTGRES="${CALLS_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432}"
-if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
-  if [ -d /etc/postgresql ]; then
-    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
-  fi
-fi
-if ! pg_isready -h 127.0.0.1 -p 5432 -t 30 -q; then
-  echo "PostgreSQL is not reachable on 127.0.0.1:5432 (run .ci/run once to install it)" >&2
-  exit 1
-fi
+# What the tests need from the machine, installed when it is missing.
+./scripts/test-deps.sh
 
-# The browser tests' driver (playwright-core, pinned by package-lock.json).
-if [ ! -d tests/browser/node_modules/playwright-core ]; then
-  (cd tests/browser && npm ci --no-audit --no-fund)
+# The process tests create throw-away databases on this server.
+if [ -z "${CALLS_TEST_POSTGRES:-}" ]; then
+  export CALLS_TEST_POSTGRES=postgres://postgres@127.0.0.1:5432
+  if ! pg_isready -h 127.0.0.1 -p 5432 -t 30 -q; then
+    echo "PostgreSQL is not reachable on 127.0.0.1:5432 (scripts/test-deps.sh starts a local one as root; or set CALLS_TEST_POSTGRES)" >&2
+    exit 1
+  fi
 fi
 
 cargo fmt --all -- --check

@@ -356,7 +356,12 @@
       startPeer().catch((e) => log('peer failed: ' + e.message));
     }
     if (type === 'error') {
-      log('call error: ' + d.data); state.pendingJoin = '';
+      log('call error: ' + d.data);
+      // A start the server refused for the channel's calls setting: the user sees why,
+      // in the Calls webapp's words, not a bare error.
+      if (state.pendingJoin && d.data === 'insufficient permissions') notice(TEST_MODE_NOTICE);
+      else if (state.pendingJoin && d.data === 'calls are disabled in the channel') notice(DISABLED_NOTICE);
+      state.pendingJoin = '';
       // As the webapp: an error for this connection ends the call here (the user may
       // join again), e.g. when the media server restarted under it.
       if (state.inCall && (d.connID === state.connID || d.connID === state.originalConnID)) endCall();
@@ -371,6 +376,45 @@
   function av1Codecs() {
     const caps = window.RTCRtpSender && RTCRtpSender.getCapabilities && RTCRtpSender.getCapabilities('video');
     return caps ? caps.codecs.filter((c) => c.mimeType.toLowerCase() === 'video/av1') : [];
+  }
+
+  // What the Calls webapp shows a user who may not start a call in a channel.
+  const TEST_MODE_NOTICE = {
+    id: 'calls-test-mode',
+    title: 'Calls is not currently enabled',
+    body: 'Calls are currently running in test mode and only system admins can start them. Reach out directly to your system admin for assistance',
+    button: 'Understood',
+  };
+  const DISABLED_NOTICE = {
+    id: 'calls-disabled',
+    title: 'Unable to start or join call',
+    body: 'Calls are disabled in this channel.',
+    button: 'Understood',
+  };
+
+  function notice(n) {
+    state.notice = n;
+    render();
+  }
+
+  function isAdmin() { return !!state.me && (state.me.roles || '').split(' ').includes('system_admin'); }
+
+  // Whether calls are on for everyone in a channel: its own choice, else the server's
+  // default (test mode is DefaultEnabled = false).
+  function callsEnabled(channelID) {
+    const info = state.calls[channelID] || {};
+    return info.enabled !== undefined ? info.enabled : !!state.config.DefaultEnabled;
+  }
+
+  // As the webapp: joining a call in progress is always allowed; starting one is
+  // refused here, with the reason, when the server would refuse it.
+  function startOrJoin(channelID) {
+    const info = state.calls[channelID] || {};
+    if (!info.call && !callsEnabled(channelID) && !isAdmin()) {
+      notice(info.enabled === false ? DISABLED_NOTICE : TEST_MODE_NOTICE);
+      return;
+    }
+    join(channelID);
   }
 
   function join(channelID) {
@@ -416,7 +460,8 @@
       const info = state.calls[ch.id] || {};
       const call = info.call;
       const row = h('li', { 'data-channel': ch.id }, h('b', {}, ch.display_name || ch.name), ' ');
-      if (info.enabled !== undefined) row.append(h('small', {}, info.enabled ? '(calls enabled) ' : '(calls disabled) '));
+      row.append(h('small', { class: 'calls-state' }, callsEnabled(ch.id) ? '(calls enabled) '
+        : info.enabled === false ? '(calls disabled) ' : '(test mode: only admins start calls) '));
       if (call) {
         const names = await Promise.all(call.sessions.map(async (s) => (await userName(s.user_id)) + (s.unmuted ? ' 🎤' : ' 🔇')
           + (state.talking[s.session_id] ? ' 🗣' : '') + (s.raised_hand ? ' ✋' : '') + (s.session_id === call.screen_sharing_session_id ? ' 🖥' : '')
@@ -432,11 +477,15 @@
             : h('button', { onclick: shareScreen, class: 'screen-on' }, 'Share screen'));
         }
         if (state.peer) row.append(h('small', { class: 'rtc' }, ' media: ' + state.peer.pc.connectionState));
-      } else if (!state.inCall) {
-        row.append(h('button', { onclick: () => join(ch.id), class: 'join' }, call ? 'Join call' : 'Start call'));
+      } else if (!state.inCall && (call || info.enabled !== false)) {
+        // A channel where calls were disabled shows no start button (as the webapp).
+        row.append(h('button', { onclick: () => startOrJoin(ch.id), class: 'join' }, call ? 'Join call' : 'Start call'));
       }
-      if (state.me.roles.includes('system_admin')) {
-        row.append(h('button', { onclick: () => setEnabled(ch.id, true) }, 'Enable calls'), h('button', { onclick: () => setEnabled(ch.id, false) }, 'Disable calls'));
+      if (isAdmin()) {
+        // One switch, named for what it will do.
+        row.append(callsEnabled(ch.id)
+          ? h('button', { onclick: () => setEnabled(ch.id, false), class: 'calls-disable' }, 'Disable calls')
+          : h('button', { onclick: () => setEnabled(ch.id, true), class: 'calls-enable' }, 'Enable calls'));
       }
       list.append(row);
     }
@@ -444,8 +493,15 @@
     if (!screen) screen = h('div', { id: 'screen' });
     let logEl = document.getElementById('log');
     if (!logEl) logEl = h('div', { id: 'log' });
+    // The raw event log is for debugging: behind a toggle, closed unless opened.
+    let debug = document.getElementById('debug');
+    if (!debug) debug = h('details', { id: 'debug' }, h('summary', {}, 'Debug: event log'), logEl);
+    const n = state.notice;
+    const dialog = n ? h('div', { role: 'dialog', id: n.id, class: 'notice', 'aria-labelledby': n.id + '-title' },
+      h('h3', { id: n.id + '-title' }, n.title), h('p', {}, n.body),
+      h('button', { class: 'notice-ok', onclick: () => { state.notice = null; render(); } }, n.button)) : '';
     if (mine !== renders) return;
-    app.replaceChildren(h('p', {}, 'Signed in as ', h('b', { id: 'me' }, state.me.username)), list, screen, h('h3', {}, 'Events'), logEl);
+    app.replaceChildren(h('p', {}, 'Signed in as ', h('b', { id: 'me' }, state.me.username)), dialog, list, screen, debug);
   }
 
   function loginForm(err) {

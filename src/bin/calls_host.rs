@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use calls_db::Db;
-use calls_host::api::{insert_user, start_enabled_plugins, NewUserFields};
+use calls_host::api::start_enabled_plugins;
 use calls_host::config_store::ConfigStore;
 use calls_host::grpc::HostGrpc;
-use calls_host::store::{Channel, HostStore, Team};
-use calls_host::{default_config, license_for, HostCtx, CALLS_PLUGIN_ID};
-use calls_wire::ids::{new_id, now_ms};
+use calls_host::store::HostStore;
+use calls_host::{default_config, license_for, HostCtx};
+use calls_wire::ids::new_id;
 use calls_wire::proto::host_server::HostServer;
 use clap::Parser;
 use serde_json::json;
@@ -228,8 +228,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
-    if !args.no_demo {
-        seed_demo(&host).await?;
+    if !args.no_demo && calls_host::demo::seed(&host).await? {
+        println!("demo users (username / password): admin / admin-password (system admin), alice / alice-password, bob / bob-password");
+        println!("demo team: Town Square (calls in test mode: only admins start calls) and Calls (calls enabled for everyone)");
     }
     // A node joining a cluster runs the plugins the cluster has.
     calls_host::sync::sync_bundles(&host).await;
@@ -265,6 +266,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     start_enabled_plugins(&host).await;
+    calls_host::demo::enable_calls_channel_when_ready(host.clone());
 
     if let Some(addr) = args.metrics_listen {
         let l = tokio::net::TcpListener::bind(addr).await?;
@@ -315,64 +317,4 @@ fn read_or_create_id(path: &std::path::Path) -> std::io::Result<String> {
             Ok(id)
         }
     }
-}
-
-/// Admin, two users, a team and two channels; credentials are printed.
-async fn seed_demo(host: &calls_host::Host) -> Result<(), Box<dyn std::error::Error>> {
-    if host.store.count_users().await? > 0 {
-        return Ok(());
-    }
-    let mut ids = Vec::new();
-    for (name, first, last) in [
-        ("admin", "Ada", "Admin"),
-        ("alice", "Alice", "Liddell"),
-        ("bob", "Bob", "Builder"),
-    ] {
-        let u = insert_user(
-            host,
-            NewUserFields {
-                username: name.into(),
-                email: format!("{name}@example.com"),
-                password: format!("{name}-password"),
-                first_name: first.into(),
-                last_name: last.into(),
-                nickname: String::new(),
-            },
-        )
-        .await
-        .map_err(|e| format!("seeding {name}: {e:?}"))?;
-        ids.push(u.id);
-    }
-    let team = Team {
-        id: new_id(),
-        name: "demo".into(),
-        display_name: "Demo".into(),
-        team_type: "O".into(),
-        create_at: now_ms(),
-        delete_at: 0,
-    };
-    host.store.create_team(&team).await?;
-    for (i, id) in ids.iter().enumerate() {
-        host.store.add_team_member(&team.id, id, i == 0).await?;
-    }
-    for (name, display) in [("town-square", "Town Square"), ("calls", "Calls")] {
-        let c = Channel {
-            id: new_id(),
-            team_id: team.id.clone(),
-            channel_type: "O".into(),
-            name: name.into(),
-            display_name: display.into(),
-            creator_id: ids[0].clone(),
-            create_at: now_ms(),
-            delete_at: 0,
-        };
-        host.store.create_channel(&c).await?;
-        for (i, id) in ids.iter().enumerate() {
-            host.store.add_channel_member(&c.id, id, i == 0).await?;
-        }
-    }
-    // Test mode stays on (as on a fresh server); the demo channel is enabled for all.
-    let _ = CALLS_PLUGIN_ID;
-    println!("demo users (username / password): admin / admin-password (system admin), alice / alice-password, bob / bob-password");
-    Ok(())
 }

@@ -224,6 +224,8 @@ struct Reading {
     machine: Option<MachineTicks>,
     rx: u64,
     rx_bytes: u64,
+    wire_tx: u64,
+    wire_rx: u64,
 }
 
 impl Reading {
@@ -235,6 +237,8 @@ impl Reading {
             machine: MachineTicks::read(),
             rx: totals.received.load(Ordering::Relaxed),
             rx_bytes: totals.received_bytes.load(Ordering::Relaxed),
+            wire_tx: totals.wire_sent_bytes.load(Ordering::Relaxed),
+            wire_rx: totals.wire_received_bytes.load(Ordering::Relaxed),
         }
     }
 }
@@ -273,6 +277,8 @@ fn spawn_sampler(pid: Option<u32>, totals: Arc<Totals>, planned: u64, start: Ins
                 rss_mb: r.sfu.map(|u| u.rss_mb),
                 rx_packets_per_s: (r.rx - last.rx) as f64 / dt,
                 rx_mbit_per_s: (r.rx_bytes - last.rx_bytes) as f64 * 8.0 / dt / 1e6,
+                sfu_in_mbit_per_s: (r.wire_tx - last.wire_tx) as f64 * 8.0 / dt / 1e6,
+                sfu_out_mbit_per_s: (r.wire_rx - last.wire_rx) as f64 * 8.0 / dt / 1e6,
                 joined: totals.joined.load(Ordering::Relaxed),
                 lt_cpu_pct: cpu_pct(&r.own, &last.own, dt, |u| u.user_s + u.sys_s),
                 steal_pct: r

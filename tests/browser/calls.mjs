@@ -10,6 +10,7 @@ const BASE = process.env.BASE_URL;
 const BASES = (process.env.BASES || '').split(',').filter(Boolean);
 const CHANNEL = process.env.CHANNEL_ID;
 const USERS = (process.env.USERS || '').split(',');
+// PASSWORD may name each user's own: `{user}-password` is alice-password for alice.
 const PASSWORD = process.env.PASSWORD;
 const SCENARIO = process.env.SCENARIO || 'full';
 const EXTRA_FLAGS = (process.env.CHROMIUM_FLAGS || '').split(' ').filter(Boolean);
@@ -138,7 +139,7 @@ class Person {
     }
     await page.goto(base);
     await page.fill('#login', name);
-    await page.fill('#password', PASSWORD);
+    await page.fill('#password', PASSWORD.replaceAll('{user}', name));
     await page.click('button[type=submit]');
     await page.waitForSelector(`li[data-channel="${CHANNEL}"] button.join`);
     return new Person(name, page);
@@ -543,9 +544,40 @@ async function balanced(browser) {
   console.log(`RESULT ${JSON.stringify({ ok: true, bob: bobSession, nodes })}`);
 }
 
+// The README's first flow on the demo `make run` seeds (CHANNEL is its Calls channel,
+// TEST_MODE_CHANNEL its Town Square): in Town Square, left in test mode, alice is told
+// why she cannot start a call; in Calls she starts one, bob joins, and they hear each
+// other.
+async function readme(browser) {
+  const [alice, bob] = await Promise.all(USERS.slice(0, 2).map((u) => Person.open(browser, u)));
+  const town = `li[data-channel="${process.env.TEST_MODE_CHANNEL}"]`;
+  step('alice tries to start a call in Town Square (test mode)');
+  const state = await alice.page.textContent(`${town} .calls-state`);
+  if (!state.includes('test mode')) throw new Error(`Town Square shows ${state}`);
+  await alice.page.click(`${town} button.join`);
+  const dialog = await alice.page.waitForSelector('#calls-test-mode', { timeout: 5000 });
+  const said = await dialog.textContent();
+  for (const want of ['Calls is not currently enabled', 'only system admins can start them']) {
+    if (!said.includes(want)) throw new Error(`the notice says: ${said}`);
+  }
+  if (await alice.page.evaluate(() => window.callsStub.state.inCall || window.callsStub.state.pendingJoin)) throw new Error('a join was sent');
+  await alice.page.click('#calls-test-mode button.notice-ok');
+  await alice.page.waitForSelector('#calls-test-mode', { state: 'detached', timeout: 5000 });
+  if (await alice.page.isVisible('#log')) throw new Error('the raw event log shows without the debug toggle');
+
+  step('alice starts a call in Calls, bob joins; both unmute and hear each other');
+  await alice.join();
+  await bob.join();
+  await alice.click('mute');
+  await receives(bob, 'audio', 'alice');
+  await bob.click('mute');
+  await receives(alice, 'audio', 'bob');
+  console.log(`RESULT ${JSON.stringify({ ok: true })}`);
+}
+
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: FLAGS, headless: true });
 try {
-  const scenarios = { pair, screen, full, restart, crash, pause, relay, rejoin, cluster, balanced };
+  const scenarios = { pair, screen, full, restart, crash, pause, relay, rejoin, cluster, balanced, readme };
   await scenarios[SCENARIO](browser);
 } catch (e) {
   console.log(`FAILED ${e.stack || e}`);

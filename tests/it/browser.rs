@@ -467,3 +467,25 @@ async fn every_rejoin_gets_its_tracks_with_their_info() {
     assert_eq!(v["tracks"], 2 * v["joins"].as_u64().unwrap_or(0), "{v}");
     assert_eq!(v["withoutInfo"], 0, "tracks without their info: {v}");
 }
+
+/// The README's flow, as a newcomer does it after `make run`: the demo host with the
+/// bundle installed; alice in Town Square (test mode) is told why she cannot start a
+/// call; in Calls she starts one, bob joins, audio goes both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_flow_works_on_the_demo() {
+    let h = HostProc::start_demo();
+    let Demo { calls, town, .. } = h.demo_ready().await;
+    let out = run_browsers_in(
+        &h,
+        &calls,
+        &["alice", "bob"],
+        "readme",
+        None,
+        &[
+            ("PASSWORD", "{user}-password".to_string()),
+            ("TEST_MODE_CHANNEL", town),
+        ],
+    )
+    .await;
+    assert!(out.contains("RESULT"), "{out}");
+}

@@ -787,3 +787,54 @@ both_backends!(
     host_remove_and_plugin_sigterm_t,
     host_remove_and_plugin_sigterm
 );
+
+/// The README's first flow on the demo `make run` seeds: the bundle installed by the
+/// admin, alice starts a call in *Calls* (enabled by the demo once the plugin runs)
+/// and bob joins it; in *Town Square* test mode is left on, so alice cannot start one
+/// there and the admin can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_calls_channel_takes_calls_from_everyone_and_town_square_is_in_test_mode() {
+    let h = HostProc::start_demo();
+    let Demo {
+        admin,
+        alice,
+        calls,
+        town,
+    } = h.demo_ready().await;
+    let bob = h.login_with("bob", "bob-password").await;
+    let (_, v) = h
+        .get(&alice, &format!("/plugins/com.mattermost.calls/{town}"))
+        .await;
+    assert_eq!(v["enabled"], false, "{v}");
+    let (_, cfg) = h.get(&admin, "/plugins/com.mattermost.calls/config").await;
+    assert_eq!(cfg["DefaultEnabled"], false, "test mode stays on");
+    // Once answered, nothing is left pending in the data dir (the file goes right after
+    // the plugin's answer).
+    let pending = h.dir.path().join("demo-pending.json");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while pending.exists() {
+        assert!(std::time::Instant::now() < deadline, "still pending");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut wa = Ws::connect(&h, &alice).await;
+    wa.join(&town).await;
+    let err = wa.expect("error").await;
+    assert_eq!(err["data"]["data"], "insufficient permissions");
+    wa.join(&calls).await;
+    wa.expect("join").await;
+    let mut wb = Ws::connect(&h, &bob).await;
+    wb.join(&calls).await;
+    wb.expect("join").await;
+    let (_, state) = h
+        .get(&alice, &format!("/plugins/com.mattermost.calls/{calls}"))
+        .await;
+    assert_eq!(
+        state["call"]["sessions"].as_array().map(Vec::len),
+        Some(2),
+        "{state}"
+    );
+    let mut wadmin = Ws::connect(&h, &admin).await;
+    wadmin.join(&town).await;
+    wadmin.expect("join").await;
+}

@@ -52,12 +52,26 @@ async fn a_small_run_reports_and_plots() {
     let _ = s;
     let dir = tempfile::tempdir().unwrap();
     let media = dir.path().join("media");
-    let ok = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lt-media.sh"))
+    let made = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lt-media.sh"))
         .arg(&media)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(ok, "scripts/lt-media.sh failed (espeak-ng, opus-tools, vpx-tools needed; .ci/run installs them)");
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&made.stdout);
+    assert!(made.status.success(), "scripts/lt-media.sh failed (espeak-ng, opus-tools, vpx-tools needed; scripts/test-deps.sh installs them):\n{said}\n{}", String::from_utf8_lossy(&made.stderr));
+    // The seed's media: speech at 80 kbit/s, a screen share at 1.6 Mbit/s.
+    let kbps = |file: &str| -> f64 {
+        said.lines()
+            .find_map(|l| l.strip_prefix(file))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no bitrate for {file} in {said}"))
+    };
+    let (speech, screen) = (kbps("speech.ogg"), kbps("screen.ivf"));
+    assert!((72.0..=88.0).contains(&speech), "speech at {speech} kbit/s");
+    assert!(
+        (1440.0..=1760.0).contains(&screen),
+        "screen at {screen} kbit/s"
+    );
     let pid = h.plugin_pid().await.expect("plugin running");
     let out_dir = dir.path().join("report");
     let bin = env!("CARGO_BIN_EXE_calls-lt");
@@ -118,6 +132,18 @@ async fn a_small_run_reports_and_plots() {
         );
     }
     assert!(r["lt_cpu_avg_pct"].as_f64().is_some_and(|c| c > 0.0), "{r}");
+    // Two sharers at 1.6 Mbit/s reach the SFU, and each share goes out to two
+    // receivers: more out than in.
+    let (bw_in, bw_out) = (
+        r["sfu_in_mbit_per_s"].as_f64().expect("bandwidth in"),
+        r["sfu_out_mbit_per_s"].as_f64().expect("bandwidth out"),
+    );
+    assert!(bw_in > 2.0, "SFU bandwidth in {bw_in} Mbit/s: {r}");
+    assert!(
+        bw_out > bw_in,
+        "SFU bandwidth out {bw_out} <= in {bw_in}: {r}"
+    );
+    assert!(stdout.contains("SFU bandwidth in / out"), "{stdout}");
     assert!(r["sfu_rss_max_mb"].as_f64().unwrap() > 1.0, "{r}");
     let png = std::fs::read(out_dir.join("report.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");

@@ -8,6 +8,7 @@ mod common;
 mod browser;
 mod cluster;
 mod control_plane;
+mod ctl;
 mod host_protocol;
 mod lt;
 mod media;

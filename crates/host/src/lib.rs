@@ -12,6 +12,7 @@ pub mod api;
 pub mod auth;
 pub mod cluster;
 pub mod config_store;
+pub mod demo;
 pub mod files;
 pub mod grpc;
 pub mod hub;

@@ -346,6 +346,15 @@ impl HostStore {
         .await?))
     }
 
+    pub async fn team_by_name(&self, name: &str) -> Result<Option<Team>> {
+        Ok(db_run!(&self.db, |p| sqlx::query_as::<_, Team>(
+            "SELECT id, name, displayname, type, createat, deleteat FROM teams WHERE name = $1"
+        )
+        .bind(name)
+        .fetch_optional(p)
+        .await?))
+    }
+
     pub async fn teams_for_user(&self, user_id: &str) -> Result<Vec<Team>> {
         Ok(db_run!(&self.db, |p| {
             sqlx::query_as::<_, Team>(

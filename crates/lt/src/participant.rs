@@ -44,6 +44,10 @@ pub struct Totals {
     pub sent_video: AtomicU64,
     pub received: AtomicU64,
     pub received_bytes: AtomicU64,
+    /// UDP payload bytes sent to the SFU and received from it (media with its RTP and
+    /// SRTP overhead, RTCP, STUN, DTLS): the SFU's bandwidth in and out.
+    pub wire_sent_bytes: AtomicU64,
+    pub wire_received_bytes: AtomicU64,
 }
 
 /// What one participant saw, for the report.
@@ -305,6 +309,7 @@ async fn participate(
             },
             r = peer.sock.recv_from(&mut buf) => {
                 if let Ok((n, src)) = r {
+                    totals.wire_received_bytes.fetch_add(n as u64, Ordering::Relaxed);
                     if let Ok(contents) = buf[..n].try_into() {
                         let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source: src, destination: peer.local, contents });
                         let _ = peer.rtc.handle_input(input);
@@ -444,7 +449,11 @@ async fn drain(peer: &mut Peer, totals: &Totals) -> Result<Instant, ParticipantE
         match peer.rtc.poll_output() {
             Ok(Output::Timeout(t)) => return Ok(t),
             Ok(Output::Transmit(t)) => {
-                let _ = peer.sock.send_to(&t.contents, t.destination).await;
+                if peer.sock.send_to(&t.contents, t.destination).await.is_ok() {
+                    totals
+                        .wire_sent_bytes
+                        .fetch_add(t.contents.len() as u64, Ordering::Relaxed);
+                }
             }
             Ok(Output::Event(Event::RtpPacket(p))) => {
                 let seq = *p.seq_no;

@@ -19,6 +19,10 @@ pub struct Sample {
     pub rss_mb: Option<f64>,
     pub rx_packets_per_s: f64,
     pub rx_mbit_per_s: f64,
+    /// What the load tool's participants sent to the SFU and received from it, on
+    /// the wire (UDP payloads): the SFU's bandwidth in and out.
+    pub sfu_in_mbit_per_s: f64,
+    pub sfu_out_mbit_per_s: f64,
     pub joined: u64,
     /// CPU of the load tool itself (user + system), % of one core: near 100 % with
     /// one core for it, its own delays show in the latencies.
@@ -49,6 +53,9 @@ pub struct Report {
     pub loss_pct: f64,
     pub sfu_cpu_avg_pct: Option<f64>,
     pub sfu_rss_max_mb: Option<f64>,
+    /// The SFU's bandwidth in / out over the last half of the run (steady state).
+    pub sfu_in_mbit_per_s: Option<f64>,
+    pub sfu_out_mbit_per_s: Option<f64>,
     pub lt_cpu_avg_pct: Option<f64>,
     pub steal_avg_pct: Option<f64>,
     pub steal_max_pct: Option<f64>,
@@ -153,6 +160,11 @@ fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
     (n > 0).then(|| sum / n as f64)
 }
 
+/// The last half of the run's samples: the steady state, after the joins.
+fn steady(samples: &[Sample]) -> &[Sample] {
+    &samples[samples.len() / 2..]
+}
+
 pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
@@ -206,6 +218,8 @@ impl Report {
             },
             sfu_cpu_avg_pct: mean(samples.iter().filter_map(|s| s.cpu_pct)),
             sfu_rss_max_mb: samples.iter().filter_map(|s| s.rss_mb).reduce(f64::max),
+            sfu_in_mbit_per_s: mean(steady(&samples).iter().map(|s| s.sfu_in_mbit_per_s)),
+            sfu_out_mbit_per_s: mean(steady(&samples).iter().map(|s| s.sfu_out_mbit_per_s)),
             lt_cpu_avg_pct: mean(samples.iter().filter_map(|s| s.lt_cpu_pct)),
             steal_avg_pct: mean(samples.iter().filter_map(|s| s.steal_pct)),
             steal_max_pct: samples.iter().filter_map(|s| s.steal_pct).reduce(f64::max),
@@ -259,6 +273,14 @@ impl Report {
                 opt(self.sfu_cpu_avg_pct, " % of a core"),
             ),
             ("SFU RSS max".into(), opt(self.sfu_rss_max_mb, " MB")),
+            (
+                "SFU bandwidth in / out (steady)".into(),
+                format!(
+                    "{} / {}",
+                    opt(self.sfu_in_mbit_per_s, " Mbit/s"),
+                    opt(self.sfu_out_mbit_per_s, " Mbit/s")
+                ),
+            ),
             (
                 "load tool CPU avg".into(),
                 opt(self.lt_cpu_avg_pct, " % of a core"),

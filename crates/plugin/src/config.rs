@@ -208,14 +208,34 @@ fn legacy_env_var(field: &str) -> Option<&'static str> {
     }
 }
 
-/// The env overrides in force: field name → raw value (what `GET /env` reports).
+/// The settings whose values are secrets (the manifest marks them `"secret": true`):
+/// never shown in clear, not even to admins.
+pub const SECRET_FIELDS: &[&str] = &[
+    "ICEServersConfigs",
+    "TURNStaticAuthSecret",
+    "TranscribeAPIAzureSpeechKey",
+];
+
+/// What Mattermost shows in place of a secret (`model.FakeSetting`).
+pub const FAKE_SETTING: &str = "********************************";
+
+/// The env overrides in force: field name → raw value (what `GET /env` reports), a
+/// secret's value masked (upstream shows it in clear; the console only needs to know
+/// that the variable is set).
 pub fn env_overrides(env: EnvLookup) -> Vec<(String, String)> {
     FIELDS
         .iter()
         .filter_map(|(field, _)| {
             env(&env_var_name(field))
                 .or_else(|| legacy_env_var(field).and_then(env))
-                .map(|v| (field.to_string(), v))
+                .map(|v| {
+                    let shown = if SECRET_FIELDS.contains(field) {
+                        FAKE_SETTING.to_string()
+                    } else {
+                        v
+                    };
+                    (field.to_string(), shown)
+                })
         })
         .collect()
 }
@@ -504,6 +524,24 @@ mod tests {
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    #[test]
+    fn env_overrides_name_secrets_without_their_values() {
+        let env = |k: &str| match k {
+            "MM_CALLS_TURN_STATIC_AUTH_SECRET" => Some("hunter2-turn".to_string()),
+            "MM_CALLS_ICE_HOST_OVERRIDE" => Some("10.0.0.1".to_string()),
+            _ => None,
+        };
+        let mut got = env_overrides(&env);
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("ICEHostOverride".to_string(), "10.0.0.1".to_string()),
+                ("TURNStaticAuthSecret".to_string(), FAKE_SETTING.to_string()),
+            ]
+        );
     }
 
     #[test]

@@ -293,11 +293,8 @@ const FACTS: &[(&str, &str, &str, &str, &str, &str)] = &[
 ];
 
 /// Settings whose value an admin must not see again in clear.
-const SECRETS: &[&str] = &[
-    "ICEServersConfigs",
-    "TURNStaticAuthSecret",
-    "TranscribeAPIAzureSpeechKey",
-];
+/// Upstream's secret settings (the manifest's `"secret": true`): the plugin's own list.
+const SECRETS: &[&str] = crate::config::SECRET_FIELDS;
 
 #[test]
 fn the_manifest_has_upstreams_sections_labels_types_and_our_defaults() {

@@ -1,12 +1,12 @@
-//! The crypto provider every `Rtc` of ours uses: str0m's OpenSSL provider for DTLS,
-//! fingerprints, AES-CM SRTP and key derivation, but SRTP AEAD (AES-GCM, what browsers
-//! negotiate first) on RustCrypto's `aes-gcm` and STUN's HMAC-SHA1 on RustCrypto's
-//! `hmac`. Each forwarded packet is encrypted once per subscriber and every STUN
-//! consent check is verified and answered with an HMAC; OpenSSL 3 fetches its
-//! algorithm and looks up parameters by name on every such call, which cost more
-//! instructions than the cryptography itself (`scripts/forward-instructions.sh`).
+//! The crypto provider every `Rtc` of ours uses: str0m's RustCrypto provider (dimpl's
+//! DTLS, no system OpenSSL to install or link) for DTLS, fingerprints, AES-CM SRTP and
+//! key derivation, with SRTP AEAD (AES-GCM, what browsers negotiate first) and STUN's
+//! HMAC-SHA1 on our own RustCrypto `aes-gcm` and `hmac` instances. Each forwarded packet
+//! is encrypted once per subscriber and every STUN consent check is verified and
+//! answered with an HMAC, so those two keep their key schedules made once per session
+//! (`scripts/forward-instructions.sh` counts what a forwarded packet costs).
 //!
-//! The DTLS part is OpenSSL's, wrapped so that the SRTP keying material a session's
+//! The DTLS part is str0m's, wrapped so that the SRTP keying material a session's
 //! handshake exports is also handed to that session's [`KeySlot`]: the SFU seals the
 //! audio it forwards itself (`egress`), with the keys str0m derives its own from.
 
@@ -32,7 +32,7 @@ pub fn provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     PROVIDER
         .get_or_init(|| {
-            let base = str0m_openssl_provider();
+            let base = str0m_provider();
             let srtp: &'static GcmSrtp = Box::leak(Box::new(GcmSrtp {
                 base: base.srtp_provider,
             }));
@@ -49,7 +49,7 @@ pub fn provider() -> Arc<CryptoProvider> {
         .clone()
 }
 
-fn str0m_openssl_provider() -> CryptoProvider {
+fn str0m_provider() -> CryptoProvider {
     str0m::crypto::from_feature_flags()
 }
 
@@ -92,7 +92,7 @@ pub fn capturing_keys<T>(build: impl FnOnce() -> T) -> (T, Arc<KeySlot>) {
     (built, slot)
 }
 
-/// OpenSSL's DTLS, each instance tied to the slot armed when it was made (if any).
+/// str0m's DTLS, each instance tied to the slot armed when it was made (if any).
 #[derive(Debug)]
 struct CapturingDtls {
     base: &'static dyn DtlsProvider,
@@ -218,7 +218,7 @@ impl Sha1HmacProvider for StunHmac {
 
 #[derive(Debug)]
 struct GcmSrtp {
-    /// OpenSSL's provider, for what is not per-packet AEAD.
+    /// str0m's provider, for what is not per-packet AEAD.
     base: &'static dyn SrtpProvider,
 }
 
@@ -498,15 +498,72 @@ mod tests {
         provider().srtp_provider
     }
 
-    fn openssl() -> &'static dyn SrtpProvider {
-        str0m_openssl_provider().srtp_provider
+    fn str0m() -> &'static dyn SrtpProvider {
+        str0m_provider().srtp_provider
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    // The GCM specification's test cases 4 (AES-128) and 16 (AES-256): 60 bytes of
+    // plaintext with 20 of additional data, what our SRTP sealing must produce
+    // whichever implementation is under it.
+    const GCM_IV: &str = "cafebabefacedbaddecaf888";
+    const GCM_AAD: &str = "feedfacedeadbeeffeedfacedeadbeefabaddad2";
+    const GCM_PLAIN: &str = "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39";
+
+    #[test]
+    fn aes_gcm_gives_the_specifications_known_answers() {
+        let (iv, aad, plain) = (hex(GCM_IV), hex(GCM_AAD), hex(GCM_PLAIN));
+        let iv: [u8; 12] = iv.try_into().unwrap();
+        let mut sealed = vec![0u8; plain.len() + TAG_LEN];
+        let key: [u8; 16] = hex("feffe9928665731c6d6a8f9467308308").try_into().unwrap();
+        ours()
+            .aead_aes_128_gcm()
+            .create_cipher(key, true)
+            .encrypt(&iv, &aad, &plain, &mut sealed)
+            .expect("encrypt");
+        assert_eq!(
+            sealed,
+            hex("42831ec2217774244b7221b784d0d49ce3aa212f2c02a4e035c17e2329aca12e21d514b25466931c7d8f6a5aac84aa051ba30b396a0aac973d58e091\
+                 5bc94fbc3221a5db94fae95ae7121a47")
+        );
+        let key: [u8; 32] = hex("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308")
+            .try_into()
+            .unwrap();
+        ours()
+            .aead_aes_256_gcm()
+            .create_cipher(key, true)
+            .encrypt(&iv, &aad, &plain, &mut sealed)
+            .expect("encrypt");
+        assert_eq!(
+            sealed,
+            hex("522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662\
+                 76fc6ece0f4e1768cddf8853bb2d551b")
+        );
     }
 
     #[test]
-    fn aes_256_gcm_matches_openssl_both_ways_and_refuses_tampering() {
+    fn stun_hmac_gives_rfc_2202s_known_answer() {
+        // RFC 2202, HMAC-SHA1 test case 2.
+        let mac = provider()
+            .sha1_hmac_provider
+            .sha1_hmac(b"Jefe", &[b"what do ya ", b"want for nothing?"]);
+        assert_eq!(
+            mac.to_vec(),
+            hex("effcdf6ae5eb2fa2d27416d5f184df9c259a7c79")
+        );
+    }
+
+    #[test]
+    fn aes_256_gcm_matches_str0ms_both_ways_and_refuses_tampering() {
         let key = [42u8; 32];
         let plain = b"an opus frame of some length, not a multiple of sixteen";
-        for (enc, dec) in [(ours(), openssl()), (openssl(), ours())] {
+        for (enc, dec) in [(ours(), str0m()), (str0m(), ours())] {
             let mut sealed = vec![0u8; plain.len() + TAG_LEN];
             enc.aead_aes_256_gcm()
                 .create_cipher(key, true)
@@ -533,7 +590,7 @@ mod tests {
     }
 
     #[test]
-    fn aes_128_gcm_matches_openssl() {
+    fn aes_128_gcm_matches_str0ms() {
         let key = [9u8; 16];
         let plain = b"rtcp compound";
         let mut sealed = vec![0u8; plain.len() + TAG_LEN];
@@ -543,7 +600,7 @@ mod tests {
             .encrypt(&IV, AAD, plain, &mut sealed)
             .expect("encrypt");
         let mut opened = vec![0u8; plain.len()];
-        let n = openssl()
+        let n = str0m()
             .aead_aes_128_gcm()
             .create_cipher(key, false)
             .decrypt(&IV, &[AAD], &sealed, &mut opened)
@@ -552,8 +609,8 @@ mod tests {
     }
 
     #[test]
-    fn stun_hmac_matches_openssl() {
-        let base = str0m_openssl_provider();
+    fn stun_hmac_matches_str0ms() {
+        let base = str0m_provider();
         let ours = provider();
         for key in [&b"short"[..], &[0x5a; 100][..]] {
             let parts: [&[u8]; 2] = [b"binding request ", b"attributes"];

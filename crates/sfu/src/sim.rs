@@ -84,6 +84,9 @@ pub struct Client {
     pub dc_received: Vec<(bool, Vec<u8>)>,
     /// Per websocket offer: the last MediaMap the client had received by then.
     pub map_at_offer: Vec<Vec<(String, String, String)>>,
+    /// Why the client's own `Rtc` gave up (its DTLS handshake timed out, say): it
+    /// takes no part in the network from then on, as a browser that closed the call.
+    pub failed: Option<String>,
 }
 
 impl Client {
@@ -168,8 +171,8 @@ impl Net {
         av1: bool,
     ) -> usize {
         let addr: SocketAddr = addr.parse().unwrap();
-        // Clients keep str0m's OpenSSL SRTP: every simulated call checks that our
-        // AES-GCM (sfu::crypto) and OpenSSL's understand each other.
+        // Clients keep str0m's own SRTP: every simulated call checks that our
+        // AES-GCM (sfu::crypto) and str0m's understand each other.
         let mut rtc = Rtc::builder()
             .clear_codecs()
             .enable_opus(true, false)
@@ -224,6 +227,7 @@ impl Net {
             dc: None,
             dc_received: Vec::new(),
             map_at_offer: Vec::new(),
+            failed: None,
         });
         self.clients.len() - 1
     }
@@ -233,9 +237,22 @@ impl Net {
         let mut packets: Vec<(SocketAddr, SocketAddr, Vec<u8>)> = Vec::new();
         let keep = self.keep_payloads;
         for c in &mut self.clients {
-            c.rtc.handle_input(Input::Timeout(self.now)).unwrap();
+            if c.failed.is_some() {
+                continue;
+            }
+            if let Err(e) = c.rtc.handle_input(Input::Timeout(self.now)) {
+                c.failed = Some(e.to_string());
+                continue;
+            }
             loop {
-                match c.rtc.poll_output().unwrap() {
+                let out = match c.rtc.poll_output() {
+                    Ok(o) => o,
+                    Err(e) => {
+                        c.failed = Some(e.to_string());
+                        break;
+                    }
+                };
+                match out {
                     RtcOutput::Timeout(_) => break,
                     RtcOutput::Transmit(t) => {
                         packets.push((t.source, t.destination, t.contents.to_vec()))
@@ -318,7 +335,11 @@ impl Net {
                 self.sfu
                     .handle_receive(self.now, Protocol::Udp, src, dst, &bytes);
                 self.sfu_busy += t.elapsed();
-            } else if let Some(c) = self.clients.iter_mut().find(|c| c.addr == dst) {
+            } else if let Some(c) = self
+                .clients
+                .iter_mut()
+                .find(|c| c.addr == dst && c.failed.is_none())
+            {
                 let input = Input::Receive(
                     self.now,
                     Receive {
@@ -328,7 +349,9 @@ impl Net {
                         contents: bytes.as_slice().try_into().unwrap(),
                     },
                 );
-                c.rtc.handle_input(input).unwrap();
+                if let Err(e) = c.rtc.handle_input(input) {
+                    c.failed = Some(e.to_string());
+                }
                 // As the shell does once a datagram is sent.
                 self.sfu.recycle(bytes);
             }

@@ -28,6 +28,9 @@ pub enum Backend {
 
 /// One of the project's executables: the test build, or the one in
 /// `CALLS_TEST_BIN_DIR` (measurements run on release builds: `scripts/recording-cost.sh`).
+/// The pseudo-argument of `HostProc::spawn` asking for the demo (never given to the host).
+const DEMO: &str = "(demo)";
+
 pub fn exe(name: &str, test_build: &str) -> PathBuf {
     match std::env::var_os("CALLS_TEST_BIN_DIR") {
         Some(d) => PathBuf::from(d).join(name),
@@ -140,6 +143,69 @@ impl HostProc {
         HostProc::spawn(dir, db_url, license, ip, &[], env, free_rtc_port())
     }
 
+    /// A host on SQLite with the demo `make run` seeds (users `admin`, `alice`, `bob`
+    /// with passwords `<name>-password`), no plugin installed yet.
+    pub fn start_demo() -> HostProc {
+        let dir = tempfile::tempdir().unwrap();
+        let db_url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("calls.db").display()
+        );
+        HostProc::spawn(
+            dir,
+            db_url,
+            "enterprise",
+            "127.0.0.1",
+            &[DEMO],
+            &[],
+            free_rtc_port(),
+        )
+    }
+
+    /// The demo host with the bundle installed by its admin, once the plugin has
+    /// enabled the demo's *Calls* channel (it does so by itself when it runs).
+    pub async fn demo_ready(&self) -> Demo {
+        let admin = self.login_with("admin", "admin-password").await;
+        self.install_and_enable(&admin).await;
+        let alice = self.login_with("alice", "alice-password").await;
+        let (st, chans) = self.get(&alice, "/api/v4/users/me/channels").await;
+        assert_eq!(st, 200, "{chans}");
+        let id_of = |name: &str| {
+            chans
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == name)
+                .unwrap_or_else(|| panic!("no channel {name} in {chans}"))["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let (calls, town) = (id_of("calls"), id_of("town-square"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (st, v) = self
+                .get(&alice, &format!("/plugins/com.mattermost.calls/{calls}"))
+                .await;
+            assert_eq!(st, 200, "{v}");
+            if v["enabled"] == true {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the demo's Calls channel was not enabled: {v}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Demo {
+            admin,
+            alice,
+            calls,
+            town,
+        }
+    }
+
     /// A node of cluster `cluster` on database `db_url`, listening (API and RTC) on
     /// `ip`, with its own data dir.
     pub fn start_node(db_url: &str, cluster: &str, ip: &str, env: &[(&str, &str)]) -> HostProc {
@@ -229,13 +295,17 @@ impl HostProc {
         rtc_port: u16,
     ) -> HostProc {
         let log = std::fs::File::create(dir.path().join("host.log")).unwrap();
+        // `DEMO` among the arguments: the host seeds its demo (as `make run` does);
+        // without it, a bare host.
+        let demo = args.contains(&DEMO);
+        let args: Vec<&str> = args.iter().copied().filter(|a| *a != DEMO).collect();
         let mut child = Command::new(exe("calls-host", env!("CARGO_BIN_EXE_calls-host")))
             .arg("--listen")
             .arg(listen)
+            .args(if demo { None } else { Some("--no-demo") })
             .args([
                 "--metrics-listen",
                 "127.0.0.1:0",
-                "--no-demo",
                 "--license",
                 license,
                 "--database-url",
@@ -278,10 +348,14 @@ impl HostProc {
 
     /// Logs in an existing user; returns the token.
     pub async fn login(&self, name: &str) -> String {
+        self.login_with(name, "password1").await
+    }
+
+    pub async fn login_with(&self, name: &str, password: &str) -> String {
         let resp = self
             .http
             .post(self.url("/api/v4/users/login"))
-            .json(&json!({"login_id": name, "password": "password1"}))
+            .json(&json!({"login_id": name, "password": password}))
             .send()
             .await
             .unwrap();
@@ -740,6 +814,14 @@ fn reservable_ports() -> (u16, u16) {
 
 /// An installed, enabled plugin with `settings`, an admin, users and one channel
 /// they are all members of.
+/// The demo, ready: tokens of its admin and of alice, its channels' ids.
+pub struct Demo {
+    pub admin: String,
+    pub alice: String,
+    pub calls: String,
+    pub town: String,
+}
+
 pub struct CallSetup {
     pub admin: (String, String),
     /// (user id, token) per name given.

@@ -240,6 +240,32 @@ pub(super) async fn get_channel(
     Ok(Json(c).into_response())
 }
 
+/// `GET /api/v4/teams/name/{team_name}/channels/name/{channel_name}`, as Mattermost's:
+/// a channel by its team's and its own name (what an admin types), for those who may
+/// read it.
+pub(super) async fn channel_by_names(
+    State(host): State<Host>,
+    h: HeaderMap,
+    Path((team, name)): Path<(String, String)>,
+) -> ApiResult {
+    let u = current_user(&host, &h, &Method::GET).await?;
+    let team = host
+        .store
+        .team_by_name(&team)
+        .await?
+        .ok_or_else(|| ApiError::not_found("team"))?;
+    let c = host
+        .store
+        .channel_by_name(&team.id, &name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("channel"))?;
+    if !crate::auth::has_channel_permission(&host.store, &u.id, &c.id, "read_channel").await? {
+        // As for a channel that does not exist: its name is not confirmed to outsiders.
+        return Err(ApiError::not_found("channel"));
+    }
+    Ok(Json(c).into_response())
+}
+
 pub(super) async fn archive_channel(
     State(host): State<Host>,
     h: HeaderMap,

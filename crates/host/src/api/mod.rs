@@ -63,6 +63,10 @@ pub fn router(host: Host) -> Router {
             "/api/v4/teams/{team_id}/members",
             post(channels::add_team_member),
         )
+        .route(
+            "/api/v4/teams/name/{team_name}/channels/name/{channel_name}",
+            get(channels::channel_by_names),
+        )
         .route("/api/v4/channels", post(channels::create_channel))
         .route("/api/v4/channels/direct", post(channels::create_direct))
         .route("/api/v4/channels/group", post(channels::create_group))
@@ -90,6 +94,7 @@ pub fn router(host: Host) -> Router {
                 .layer(DefaultBodyLimit::max(plugins::MAX_BUNDLE_UPLOAD))
                 .get(plugins::list_plugins),
         )
+        .route("/api/v4/plugins/statuses", get(plugins::plugin_statuses))
         .route(
             "/api/v4/plugins/{plugin_id}/enable",
             post(plugins::enable_plugin),

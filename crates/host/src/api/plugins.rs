@@ -110,6 +110,61 @@ pub(super) async fn list_plugins(State(host): State<Host>, h: HeaderMap) -> ApiR
     Ok(Json(json!({"active": active, "inactive": inactive})).into_response())
 }
 
+/// Mattermost's plugin states (`model.PluginState*`), as `GET /plugins/statuses` gives them.
+const NOT_RUNNING: i32 = 0;
+const STARTING: i32 = 1;
+const RUNNING: i32 = 2;
+const FAILED_TO_START: i32 = 3;
+const FAILED_TO_STAY_RUNNING: i32 = 4;
+
+/// `GET /api/v4/plugins/statuses` (admins): each installed plugin's process state on
+/// this node and the last error it stopped with, as the System Console shows them.
+pub(super) async fn plugin_statuses(State(host): State<Host>, h: HeaderMap) -> ApiResult {
+    require_admin(&host, &h, &Method::GET).await?;
+    let node = host
+        .cluster
+        .as_ref()
+        .map(|c| c.node_id.clone())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(host.plugins_dir()) {
+        for e in rd.flatten() {
+            let Ok(m) = read_manifest(&e.path()) else {
+                continue;
+            };
+            let enabled = host.plugin_enabled_in_config(&m.id);
+            let run = host.plugin_state.read().get(&m.id).map(|s| {
+                let s = s.lock();
+                (s.activated, s.last_error.clone(), s.restarts)
+            });
+            let (state, error) = match run {
+                _ if !enabled => (NOT_RUNNING, String::new()),
+                Some((true, _, _)) => (RUNNING, String::new()),
+                Some((false, err, restarts)) if !err.is_empty() => (
+                    if restarts > 0 {
+                        FAILED_TO_STAY_RUNNING
+                    } else {
+                        FAILED_TO_START
+                    },
+                    err,
+                ),
+                _ => (STARTING, String::new()),
+            };
+            out.push(json!({
+                "plugin_id": m.id,
+                "cluster_id": node,
+                "plugin_path": e.path().display().to_string(),
+                "state": state,
+                "error": error,
+                "name": m.name,
+                "description": m.description,
+                "version": m.version,
+            }));
+        }
+    }
+    Ok(Json(Value::Array(out)).into_response())
+}
+
 pub async fn start_plugin(host: &Host, id: &str) -> ApiResult<()> {
     let dir = host.plugins_dir().join(id);
     let manifest = read_manifest(&dir).map_err(|e| {
